@@ -1,0 +1,91 @@
+"""Embedded default: text-to-video on the procedural `moving_digits` dataset (CPU friendly).
+
+    python -m launch.train --config=configs/moving_digits.py --workdir=/tmp/md
+    python -m launch.train --config=configs/moving_digits.py:smoke --workdir=/tmp/smoke
+
+Arguments (comma separated): ``smoke`` (tiny, seconds per step: what tests use),
+``steps=N`` (training steps), ``batch=N`` (global batch size).
+"""
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+    a = common.parse_arg(arg, smoke=False, steps=0, batch=0)
+    c = common.base_config()
+    c.name = "moving_digits"
+
+    # 8 frames of 32x32: a U-Net with two downsamplings (32 -> 16 -> 8), attention at 8 and 16.
+    c.data.num_frames = 8
+    c.data.resolution = 32
+    c.model.base_channels = 32
+    c.model.channel_mults = (1, 2, 2)
+    c.model.num_res_blocks = 1
+    c.model.attention_resolutions = (8,)
+    c.model.head_dim = 32
+    c.model.cond_dim = 128
+    c.model.text_dim = 128
+    c.model.text_layers = 2
+
+    c.diffusion.target = "eps"
+    c.sampling.name = "ddim"
+    c.sampling.steps = 64
+    c.sampling.guidance_weight = 2.0
+
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 100
+    c.optimizer.lr_schedule = "cosine"
+    c.training.global_batch_size = 16
+    c.training.num_train_steps = 2000
+    c.training.ema_decay = 0.995
+    c.training.log_every = 20
+    c.training.checkpoint_every = 500
+    c.training.eval_every = 500
+    c.training.sample_every = 1000
+    c.training.text_drop_prob = 0.1
+
+    if a.smoke:
+        c.name = "moving_digits_smoke"
+        c.data.num_frames = 4
+        c.data.resolution = 16
+        c.data.num_train_clips = 64
+        c.data.num_test_clips = 16
+        c.data.num_images = 32
+        c.model.base_channels = 8
+        c.model.channel_mults = (1, 2)
+        c.model.attention_resolutions = (8,)
+        c.model.head_dim = 8
+        c.model.cond_dim = 32
+        c.model.text_dim = 32
+        c.model.text_layers = 1
+        c.model.text_heads = 2
+        c.model.max_text_len = 32
+        c.sampling.steps = 4
+        c.optimizer.warmup_steps = 2
+        c.training.global_batch_size = 8
+        c.training.num_train_steps = 6
+        c.training.log_every = 1
+        c.training.checkpoint_every = 3
+        c.training.eval_every = 3
+        c.training.eval_batches = 1
+        c.training.sample_every = 6
+        c.training.num_sample_prompts = 2
+        c.evaluation.num_fvd_clips = 8
+        c.evaluation.fvd_batch_size = 4
+        c.evaluation.num_alignment_clips = 4
+        c.evaluation.num_prediction_clips = 2
+        c.evaluation.batch_size = 4
+        c.evaluation.prediction_context_frames = 1
+    if a.steps:
+        c.training.num_train_steps = a.steps
+    if a.batch:
+        c.training.global_batch_size = a.batch
+    return c
+
+
+def get_hyper(h):
+    """Example sweep: learning rate x width (see launch/README.md)."""
+    return h.product([
+        h.sweep("config.optimizer.learning_rate", [3e-4, 1e-3]),
+        h.sweep("config.model.base_channels", [32, 48]),
+    ])

@@ -1,0 +1,63 @@
+"""Train a video diffusion model.
+
+    python -m launch.train --config=configs/moving_digits.py --workdir=/tmp/md [--config.a.b=v]
+
+Resumes from WORKDIR if it holds a checkpoint. Multi-host: pass --coordinator_address,
+--num_processes and --process_id, or let `launch.distributed` auto-detect SLURM / TPU pods /
+Kubernetes from the environment. This entry point is thin: flags, distributed init, logging,
+then `vdm_jax.training.train_and_evaluate(config, workdir)`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from launch import cli
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/moving_digits.py[:smoke].", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (multi-process runs); default: auto-detect.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of JAX processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # Validate the config before anything touches an accelerator or the workdir.
+    from vdm_jax.config import ConfigError, from_configdict
+
+    try:
+        config = from_configdict(_CONFIG.value)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+
+    from launch import distributed
+
+    info = distributed.initialize(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+    )
+    import jax
+
+    logging.info("process %d/%d, %d local / %d global devices (%s)", jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count(),
+                 jax.devices()[0].platform)
+    del info
+    from vdm_jax import training
+
+    try:
+        training.train_and_evaluate(config, _WORKDIR.value)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)
