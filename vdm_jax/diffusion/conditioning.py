@@ -1,0 +1,208 @@
+"""Conditional generation from a model trained unconditionally on the frames (VDM section 3.1).
+
+An observation is a linear measurement y = A(x) of the clean video x (B, T, H, W, C):
+  FrameObservation:      A(x) = x[:, frames]         (prediction, interpolation, extension);
+  DownsampleObservation: A(x) = bilinear downsample  (spatial super-resolution).
+Methods, chosen by `method` (default sampler_cfg.conditioning_method):
+  replacement:     before every model call, A(z_t) is replaced by an exact sample of q(A z_t | y),
+                   y_t = alpha_t y + sigma_t A(noise)  (frames: z^a <- alpha_t x^a + sigma_t eps).
+  reconstruction:  reconstruction guidance on the denoised estimate,
+                   x~ = x^ - (w_r alpha_t / 2) grad_z || y - A(x^(z_t)) ||^2   (sum over elements),
+                   with the gradient applied to the generated part only (frames not observed) and,
+                   for frame observations, z^a replaced as above (the paper's combination).
+                   `replace_observed=False` gives pure guidance (gradient on every frame).
+eps is kept consistent with z: eps~ = eps^ + (alpha/sigma)(x^ - x~).  w_r = sampler_cfg.reconstruction_weight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from vdm_jax.config import DiffusionConfig, SamplerConfig
+from vdm_jax.diffusion.guidance import Denoised, SamplerDenoiseFn, make_x0_eps_fn, postprocess
+from vdm_jax.diffusion.parameterization import bcast
+from vdm_jax.diffusion.samplers import check_sampler_config, init_noise, run_sampler, sample
+from vdm_jax.diffusion.schedules import Schedule, alpha_sigma
+
+METHODS = ("reconstruction", "replacement")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameObservation:
+    """Frames `frames` (indices on axis 1) of the video are given: y = x[:, frames]."""
+
+    y: jax.Array
+    frames: tuple[int, ...]
+
+    def check(self, shape: tuple[int, ...]) -> None:
+        want = (shape[0], len(self.frames), *shape[2:])
+        if len(shape) != 5 or tuple(self.y.shape) != want:
+            raise ValueError(f"conditioning frames have shape {tuple(self.y.shape)}, expected {want} "
+                             f"for video shape {tuple(shape)} and frames {self.frames}")
+        if any(not 0 <= f < shape[1] for f in self.frames) or len(set(self.frames)) != len(self.frames):
+            raise ValueError(f"conditioning frame indices {self.frames} must be distinct, "
+                             f"in [0, {shape[1]})")
+
+    def measure(self, x: jax.Array) -> jax.Array:
+        return x[:, jnp.asarray(self.frames)]
+
+    def inject(self, z: jax.Array, y_t: jax.Array) -> jax.Array:
+        return z.at[:, jnp.asarray(self.frames)].set(y_t.astype(z.dtype))
+
+    def free_mask(self, shape: tuple[int, ...]) -> jax.Array:
+        mask = jnp.ones((1, shape[1]) + (1,) * (len(shape) - 2), jnp.float32)
+        return mask.at[:, jnp.asarray(self.frames)].set(0.0)
+
+    def finalize(self, x: jax.Array) -> jax.Array:
+        return self.inject(x, self.y)
+
+
+@dataclasses.dataclass(frozen=True)
+class DownsampleObservation:
+    """A low-resolution video is given: y = bilinear_downsample(x) by an integer `factor`."""
+
+    y: jax.Array
+    factor: int
+
+    def check(self, shape: tuple[int, ...]) -> None:
+        b, t, h, w, c = shape if len(shape) == 5 else (None,) * 5
+        if len(shape) != 5 or h % self.factor or w % self.factor or \
+                tuple(self.y.shape) != (b, t, h // self.factor, w // self.factor, c):
+            raise ValueError(f"low-resolution video has shape {tuple(self.y.shape)}; for video shape "
+                             f"{tuple(shape)} and factor {self.factor} it must be (B, T, H/f, W/f, C)")
+
+    def measure(self, x: jax.Array) -> jax.Array:
+        b, t, h, w, c = x.shape
+        return jax.image.resize(x, (b, t, h // self.factor, w // self.factor, c), "bilinear", antialias=True)
+
+    def inject(self, z: jax.Array, y_t: jax.Array) -> jax.Array:
+        return z + jax.image.resize(y_t - self.measure(z), z.shape, "bilinear")
+
+    def free_mask(self, shape: tuple[int, ...]) -> jax.Array:
+        return jnp.ones((1,) * len(shape), jnp.float32)
+
+    def finalize(self, x: jax.Array) -> jax.Array:
+        return x
+
+
+Observation = FrameObservation | DownsampleObservation
+
+
+def _reconstruction_predictor(x0_eps, obs: Observation, w_r: float, mask: jax.Array):
+    def predict(z, lam):
+        def err(zz):
+            x, e = x0_eps(zz, lam)
+            return jnp.sum(jnp.square(obs.y - obs.measure(x))), (x, e)
+
+        grad, (x, e) = jax.grad(err, has_aux=True)(z)
+        a, s = alpha_sigma(lam)
+        x_new = x - bcast(0.5 * w_r * a, z) * grad * mask
+        return x_new, e + bcast(a / s, z) * (x - x_new)
+
+    return predict
+
+
+def conditional_sample(denoise_fn: SamplerDenoiseFn, observation: Observation, *, shape: tuple[int, ...],
+                       rng: jax.Array, schedule: Schedule, diffusion_cfg: DiffusionConfig,
+                       sampler_cfg: SamplerConfig, method: str | None = None, cond: Any = None,
+                       x_init: jax.Array | None = None, replace_observed: bool = True) -> jax.Array:
+    """Sample x (shape) consistent with `observation`; observed frames are pasted into the output."""
+    check_sampler_config(sampler_cfg)
+    method = method or sampler_cfg.conditioning_method
+    if method not in METHODS:
+        raise ValueError(f"conditioning method {method!r} unknown; allowed: {METHODS}")
+    observation.check(tuple(shape))
+    frames = isinstance(observation, FrameObservation)
+    replace = method == "replacement" or (replace_observed and frames)
+    guide = method == "reconstruction" and sampler_cfg.reconstruction_weight > 0
+    init_rng, loop_rng = jax.random.split(rng)
+    z_init = init_noise(init_rng, tuple(shape), x_init)
+    x0_eps = make_x0_eps_fn(denoise_fn, diffusion_cfg.target, sampler_cfg, cond)
+    if guide:
+        mask = observation.free_mask(tuple(shape)) if replace else jnp.ones((1,) * len(shape))
+        x0_eps = _reconstruction_predictor(x0_eps, observation, sampler_cfg.reconstruction_weight, mask)
+
+    def predict(z, lam, key) -> Denoised:
+        del key
+        return postprocess(*x0_eps(z, lam), z, lam, sampler_cfg)
+
+    def prepare(z, lam, key):
+        if not replace:
+            return z
+        a, s = alpha_sigma(lam)
+        noise = observation.measure(jax.random.normal(key, z.shape, z.dtype))
+        y_t = bcast(a, observation.y) * observation.y + bcast(s, observation.y) * noise
+        return observation.inject(z, y_t)
+
+    x = run_sampler(predict, z_init=z_init, rng=loop_rng, schedule=schedule, sampler_cfg=sampler_cfg,
+                    prepare=prepare)
+    return observation.finalize(x) if replace else x
+
+
+def prediction_observation(context: jax.Array) -> FrameObservation:
+    """Prediction: the first k = context.shape[1] frames are given."""
+    return FrameObservation(context, tuple(range(context.shape[1])))
+
+
+def interpolation_observation(frames: jax.Array, num_frames: int) -> FrameObservation:
+    """Interpolation: every other frame (0, 2, 4, ...) of a `num_frames` video is given."""
+    idx = tuple(range(0, num_frames, 2))
+    if frames.shape[1] != len(idx):
+        raise ValueError(f"interpolation: got {frames.shape[1]} given frames, a {num_frames}-frame video "
+                         f"needs {len(idx)} (every other frame)")
+    return FrameObservation(frames, idx)
+
+
+def super_resolution_observation(low_res: jax.Array, factor: int) -> DownsampleObservation:
+    if factor < 1:
+        raise ValueError(f"super-resolution factor must be >= 1, got {factor}")
+    return DownsampleObservation(low_res, factor)
+
+
+WindowSampler = Callable[[jax.Array | None, jax.Array], jax.Array]
+
+
+def extend_video(window_sampler: WindowSampler, *, rng: jax.Array, total_frames: int, window: int,
+                 overlap: int, context: jax.Array | None = None) -> jax.Array:
+    """Autoregressive extension to `total_frames` with overlapping windows of `window` frames.
+
+    `window_sampler(ctx, rng) -> (B, window, H, W, C)` samples one window whose first `overlap`
+    frames are `ctx` (ctx None: unconditional first window); see :func:`make_window_sampler`.
+    Each new window is conditioned on the last `overlap` frames generated so far.
+    """
+    if not 0 < overlap < window:
+        raise ValueError(f"extend_video: overlap must be in [1, window={window}), got {overlap}")
+    if context is not None and context.shape[1] != overlap:
+        raise ValueError(f"extend_video: context has {context.shape[1]} frames, expected overlap={overlap}")
+    rng, first = jax.random.split(rng)
+    video = window_sampler(context, first)
+    i = 0
+    while video.shape[1] < total_frames:
+        new = window_sampler(video[:, -overlap:], jax.random.fold_in(rng, i))
+        video = jnp.concatenate([video, new[:, overlap:]], axis=1)
+        i += 1
+    return video[:, :total_frames]
+
+
+def make_window_sampler(denoise_fn: SamplerDenoiseFn, *, shape: tuple[int, ...], schedule: Schedule,
+                        diffusion_cfg: DiffusionConfig, sampler_cfg: SamplerConfig,
+                        method: str | None = None, cond: Any = None, jit: bool = True) -> WindowSampler:
+    """Window sampler for :func:`extend_video` (prediction-conditioned, one compile for all windows)."""
+
+    def conditioned(ctx, key):
+        return conditional_sample(denoise_fn, prediction_observation(ctx), shape=shape, rng=key,
+                                  schedule=schedule, diffusion_cfg=diffusion_cfg, sampler_cfg=sampler_cfg,
+                                  method=method, cond=cond)
+
+    def unconditioned(key):
+        return sample(denoise_fn, shape=shape, rng=key, schedule=schedule, diffusion_cfg=diffusion_cfg,
+                      sampler_cfg=sampler_cfg, cond=cond)
+
+    cond_fn = jax.jit(conditioned) if jit else conditioned
+    uncond_fn = jax.jit(unconditioned) if jit else unconditioned
+    return lambda ctx, key: uncond_fn(key) if ctx is None else cond_fn(ctx, key)

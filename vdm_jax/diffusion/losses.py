@@ -1,0 +1,100 @@
+"""The one diffusion loss, used by training (random noise levels) and evaluation (fixed levels).
+
+per_example[b] = w(logsnr_b) * mean_{non-batch dims} (pred - target)^2, target in cfg.target
+(eps, v or x0); loss = mean_b per_example.  Weighting w:
+  none:     w = 1 (plain MSE on the target);
+  min_snr:  min-SNR-gamma (Hang et al. 2023), i.e. the x0-MSE weight min(snr, gamma) re-expressed
+            for the target: eps -> min(snr, gamma)/snr, v -> min(snr, gamma)/(snr + 1), x0 -> min(snr, gamma).
+Times: uniform t_b ~ U[0,1) i.i.d., or low-discrepancy t_b = (u + b/B) mod 1 with one u ~ U[0,1)
+(Kingma et al. 2021), mapped through the schedule to logsnr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vdm_jax.config import DiffusionConfig, LossWeighting, Target, TimeSampling
+from vdm_jax.diffusion.parameterization import q_sample, v_target
+from vdm_jax.diffusion.schedules import Schedule
+
+
+class LossOutput(NamedTuple):
+    loss: jax.Array  # scalar: mean over the batch of per_example
+    per_example: jax.Array  # (B,) weighted loss of each example
+    logsnr: jax.Array  # (B,) noise level used for each example
+
+
+def sample_times(rng: jax.Array, batch: int, kind: TimeSampling) -> jax.Array:
+    """(B,) times in [0, 1): i.i.d. uniform or low-discrepancy (stratified with one shared offset)."""
+    kind = TimeSampling(kind)
+    if kind is TimeSampling.UNIFORM:
+        return jax.random.uniform(rng, (batch,))
+    u = jax.random.uniform(rng, ())
+    return jnp.mod(u + jnp.arange(batch, dtype=jnp.float32) / batch, 1.0)
+
+
+def loss_weight(logsnr: jax.Array, cfg: DiffusionConfig) -> jax.Array:
+    """Per-example weight for the chosen target and weighting."""
+    weighting, target = LossWeighting(cfg.loss_weighting), Target(cfg.target)
+    if weighting is LossWeighting.NONE:
+        return jnp.ones_like(logsnr)
+    gamma = cfg.min_snr_gamma
+    clipped = jnp.minimum(jnp.exp(logsnr), gamma)  # min(snr, gamma)
+    if target is Target.EPS:
+        return jnp.minimum(1.0, gamma * jnp.exp(-logsnr))  # min(snr, gamma) / snr
+    if target is Target.V:
+        return clipped * jax.nn.sigmoid(-logsnr)  # / (snr + 1)
+    return clipped
+
+
+def _per_example_mse(err2: jax.Array, frame_weights: jax.Array | None) -> jax.Array:
+    if frame_weights is None:
+        return jnp.mean(err2.reshape(err2.shape[0], -1), axis=1)
+    if err2.ndim < 3:
+        raise ValueError(f"frame_weights needs inputs (B, T, ...), got shape {err2.shape}")
+    b, t = err2.shape[:2]
+    w = jnp.broadcast_to(jnp.asarray(frame_weights, jnp.float32), (b, t))
+    per_frame = jnp.mean(err2.reshape(b, t, -1), axis=2)
+    return jnp.sum(w * per_frame, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1e-8)
+
+
+def diffusion_loss(
+    denoise_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    x0: jax.Array,
+    rng: jax.Array,
+    cfg: DiffusionConfig,
+    schedule: Schedule,
+    *,
+    logsnr: jax.Array | float | None = None,
+    frame_weights: jax.Array | None = None,
+) -> LossOutput:
+    """Loss of `denoise_fn(z, logsnr) -> prediction in cfg.target` on clean data x0 (B, ...).
+
+    `logsnr` (scalar or (B,)) fixes the noise levels (evaluation); otherwise times are drawn from
+    `rng` per cfg.time_sampling.  `frame_weights` ((T,) or (B, T)) weights frames (axis 1) in the
+    per-example mean (e.g. 0 on conditioning frames).
+    """
+    batch = x0.shape[0]
+    t_rng, n_rng = jax.random.split(rng)
+    if logsnr is None:
+        logsnr = schedule.logsnr(sample_times(t_rng, batch, cfg.time_sampling))
+    else:
+        logsnr = jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), (batch,))
+    noise = jax.random.normal(n_rng, x0.shape, jnp.float32)
+    z = q_sample(x0.astype(jnp.float32), logsnr, noise).astype(x0.dtype)
+    pred = denoise_fn(z, logsnr).astype(jnp.float32)
+    target = Target(cfg.target)
+    if target is Target.EPS:
+        goal = noise
+    elif target is Target.V:
+        goal = v_target(x0.astype(jnp.float32), noise, logsnr)
+    else:
+        goal = x0.astype(jnp.float32)
+    if pred.shape != goal.shape:
+        raise ValueError(f"denoise_fn returned shape {pred.shape}, expected {goal.shape}")
+    per_example = loss_weight(logsnr, cfg) * _per_example_mse(jnp.square(pred - goal), frame_weights)
+    return LossOutput(jnp.mean(per_example), per_example, logsnr)

@@ -1,0 +1,231 @@
+"""The video U-Net (VDM 3D U-Net with factorized space-time attention), Flax NNX.
+
+Layout per level: ``num_res_blocks`` blocks of [residual block (GroupNorm, SiLU, 1x3x3 convs,
+FiLM from the conditioning vector) -> spatial self-attention + text cross-attention (at
+``attention_resolutions``) -> temporal self-attention (every level)], then a 2x down-sample.
+A middle stage, and the mirrored up path with skip connections.  The last conv is zero-initialized.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vdm_jax.config import DType, ModelConfig, RematPolicy, TextEncoderKind
+from vdm_jax.models.attention import CrossAttention, SpatialAttention, TemporalAttention, heads_for
+from vdm_jax.models.layers import SPATIAL_AXES, Conv3x3, Dense, GroupNorm, sinusoidal_embedding
+from vdm_jax.models.text import TextConditioning
+from vdm_jax.sharding.logical import Rules, constrain
+
+
+@flax.struct.dataclass
+class ModelOutput:
+    prediction: jax.Array  # float32, same shape as the input video
+
+
+def compute_dtype(cfg: ModelConfig):
+    return jnp.bfloat16 if cfg.dtype == DType.BFLOAT16 else jnp.float32
+
+
+def remat_policy(name: RematPolicy):
+    """None (no remat) or a ``jax.checkpoint`` policy."""
+    policies = jax.checkpoint_policies
+    return {RematPolicy.NONE: None,
+            RematPolicy.FULL: policies.nothing_saveable,
+            RematPolicy.DOTS: policies.checkpoint_dots,
+            RematPolicy.DOTS_NO_BATCH: policies.dots_with_no_batch_dims_saveable}[RematPolicy(name)]
+
+
+def attention_levels(cfg: ModelConfig) -> tuple[bool, ...]:
+    """Which U-Net levels (0 = full resolution) have spatial + cross attention."""
+    sizes = [cfg.resolution // 2**i for i in range(len(cfg.channel_mults))]
+    for r in cfg.attention_resolutions:
+        if r not in sizes:
+            raise ValueError(f"model.attention_resolutions: {r} is not a feature size of a "
+                             f"{cfg.resolution}px input; allowed: {sorted(set(sizes))}")
+    return tuple(s in cfg.attention_resolutions for s in sizes)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ctx:
+    """Per-model construction settings shared by all blocks."""
+
+    cfg: ModelConfig
+    dtype: object
+    rules: Rules
+
+
+class ResBlock(nnx.Module):
+    def __init__(self, in_ch: int, out_ch: int, ctx: _Ctx, *, rngs: nnx.Rngs):
+        cfg, dt = ctx.cfg, ctx.dtype
+        conv = dict(dtype=dt, rngs=rngs, rules=ctx.rules, fast_cpu_grad=cfg.fast_cpu_conv_grad)
+        self.norm1, self.conv1 = GroupNorm(in_ch, dtype=dt), Conv3x3(in_ch, out_ch, **conv)
+        self.film = Dense(cfg.cond_dim, 2 * out_ch, ("embed", "mlp"), dtype=dt, rngs=rngs)
+        self.norm2, self.conv2 = GroupNorm(out_ch, dtype=dt), Conv3x3(out_ch, out_ch, **conv)
+        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs) if cfg.dropout > 0 else None
+        self.skip = Dense(in_ch, out_ch, ("embed", "mlp"), dtype=dt, rngs=rngs) if in_ch != out_ch else None
+
+    def __call__(self, x: jax.Array, cond: jax.Array, deterministic: bool) -> jax.Array:
+        h = self.conv1(jax.nn.silu(self.norm1(x)))
+        scale, shift = jnp.split(self.film(jax.nn.silu(cond))[:, None, None, None, :], 2, axis=-1)
+        h = jax.nn.silu(self.norm2(h) * (1 + scale) + shift)
+        if self.dropout is not None:
+            h = self.dropout(h, deterministic=deterministic)
+        h = self.conv2(h)
+        return (x if self.skip is None else self.skip(x)) + h
+
+
+class UNetBlock(nnx.Module):
+    """Residual block -> [spatial attention -> text cross-attention] -> temporal attention."""
+
+    def __init__(self, in_ch: int, out_ch: int, ctx: _Ctx, *, attention: bool, rngs: nnx.Rngs):
+        cfg, dt = ctx.cfg, ctx.dtype
+        heads = heads_for(out_ch, cfg.head_dim, cfg.num_heads)
+        self.res = ResBlock(in_ch, out_ch, ctx, rngs=rngs)
+        self.spatial = SpatialAttention(out_ch, heads, backend=cfg.attention_backend,
+                                        min_seq_len=cfg.cudnn_min_seq_len, dtype=dt, rngs=rngs,
+                                        rules=ctx.rules) if attention else None
+        use_text = attention and cfg.cross_attention and cfg.text_encoder != TextEncoderKind.NONE
+        self.cross = CrossAttention(out_ch, cfg.text_dim, heads, dtype=dt, rngs=rngs,
+                                    rules=ctx.rules) if use_text else None
+        self.temporal = TemporalAttention(
+            out_ch, heads, num_buckets=cfg.temporal_rel_pos_buckets,
+            max_distance=cfg.temporal_rel_pos_max_distance, dtype=dt, rngs=rngs,
+            rules=ctx.rules) if cfg.temporal_attention else None
+        self.policy_name = cfg.remat
+
+    def forward(self, x, cond, text, text_mask, frame_mask, deterministic: bool):
+        x = self.res(x, cond, deterministic)
+        if self.spatial is not None:
+            x = self.spatial(x)
+        if self.cross is not None:
+            x = self.cross(x, text, text_mask)
+        if self.temporal is not None:
+            x = self.temporal(x, frame_mask)
+        return x
+
+    def __call__(self, x, cond, text, text_mask, frame_mask, deterministic: bool):
+        policy = remat_policy(self.policy_name)
+        if self.policy_name == RematPolicy.NONE:
+            return self.forward(x, cond, text, text_mask, frame_mask, deterministic)
+        fn = nnx.remat(lambda m, *a: m.forward(*a, deterministic), policy=policy)
+        return fn(self, x, cond, text, text_mask, frame_mask)
+
+
+class Resample(nnx.Module):
+    """2x average-pool down or nearest up-sampling (per frame), followed by a 3x3 conv."""
+
+    def __init__(self, ch: int, ctx: _Ctx, *, up: bool, rngs: nnx.Rngs):
+        self.conv = Conv3x3(ch, ch, dtype=ctx.dtype, rngs=rngs, rules=ctx.rules,
+                            fast_cpu_grad=ctx.cfg.fast_cpu_conv_grad)
+        self.up = up
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, t, h, w, c = x.shape
+        if self.up:
+            x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+        else:
+            x = x.reshape(b, t, h // 2, 2, w // 2, 2, c).mean(axis=(3, 5))
+        return self.conv(x)
+
+
+class VideoUNet(nnx.Module):
+    """``model(x, logsnr, *, tokens, token_mask, text_embeddings, drop_text, frame_mask,
+    deterministic) -> ModelOutput``; x is (B, T, H, W, C)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, sharding_rules: Rules = ()):
+        with nnx.use_eager_sharding(False):  # shardings are applied by the caller (jit out_shardings)
+            self._build(cfg, rngs, tuple(tuple(r) for r in sharding_rules))
+
+    def _build(self, cfg: ModelConfig, rngs: nnx.Rngs, rules: Rules) -> None:
+        self.cfg, self.rules = cfg, rules
+        ctx = _Ctx(cfg, compute_dtype(cfg), rules)
+        dt, base = ctx.dtype, cfg.base_channels
+        self.has_text = cfg.text_encoder != TextEncoderKind.NONE
+        self.text = TextConditioning(cfg, dtype=dt, rngs=rngs) if self.has_text else None
+        self.text_to_cond = Dense(cfg.text_dim, cfg.cond_dim, dtype=dt, rngs=rngs) if self.has_text else None
+        self.time1 = Dense(base, cfg.cond_dim, dtype=dt, rngs=rngs)
+        self.time2 = Dense(cfg.cond_dim, cfg.cond_dim, ("mlp", "embed"), dtype=dt, rngs=rngs)
+        self.conv_in = Conv3x3(cfg.in_channels, base, dtype=dt, rngs=rngs, rules=rules,
+                               fast_cpu_grad=cfg.fast_cpu_conv_grad)
+        attn = attention_levels(cfg)
+        levels = len(cfg.channel_mults)
+        down, skips, ch = [], [base], base
+        for i, mult in enumerate(cfg.channel_mults):
+            for _ in range(cfg.num_res_blocks):
+                down.append(UNetBlock(ch, base * mult, ctx, attention=attn[i], rngs=rngs))
+                ch = base * mult
+                skips.append(ch)
+            if i < levels - 1:
+                down.append(Resample(ch, ctx, up=False, rngs=rngs))
+                skips.append(ch)
+        self.down = nnx.List(down)
+        self.mid = nnx.List([UNetBlock(ch, ch, ctx, attention=True, rngs=rngs),
+                             UNetBlock(ch, ch, ctx, attention=False, rngs=rngs)])
+        up = []
+        for i, mult in reversed(list(enumerate(cfg.channel_mults))):
+            for _ in range(cfg.num_res_blocks + 1):
+                up.append(UNetBlock(ch + skips.pop(), base * mult, ctx, attention=attn[i], rngs=rngs))
+                ch = base * mult
+            if i > 0:
+                up.append(Resample(ch, ctx, up=True, rngs=rngs))
+        self.up = nnx.List(up)
+        self.norm_out = GroupNorm(ch, dtype=dt)
+        self.conv_out = Conv3x3(ch, cfg.in_channels, dtype=dt, rngs=rngs, rules=rules,
+                                fast_cpu_grad=cfg.fast_cpu_conv_grad, zero_init=True)
+
+    def _check(self, x: jax.Array, logsnr: jax.Array) -> None:
+        cfg = self.cfg
+        if x.ndim != 5 or x.shape[-1] != cfg.in_channels:
+            raise ValueError(f"x must be (B, T, H, W, {cfg.in_channels}) (model.in_channels), got {x.shape}")
+        factor = 2 ** (len(cfg.channel_mults) - 1)
+        if x.shape[2] % factor or x.shape[3] % factor:
+            raise ValueError(f"x height/width {x.shape[2:4]} must be divisible by {factor} "
+                             f"(model.channel_mults={cfg.channel_mults})")
+        if logsnr.shape != (x.shape[0],):
+            raise ValueError(f"logsnr must have shape ({x.shape[0]},), got {logsnr.shape}")
+
+    def _conditioning(self, batch, logsnr, tokens, token_mask, text_embeddings, drop_text):
+        cond = self.time1(sinusoidal_embedding(logsnr, self.cfg.base_channels, max_period=1000.0))
+        if not self.has_text:
+            return self.time2(jax.nn.silu(cond)), None, None
+        text, text_mask, pooled = self.text(batch, tokens, token_mask, text_embeddings, drop_text)
+        cond = cond + self.text_to_cond(pooled)
+        return self.time2(jax.nn.silu(cond)), text, text_mask
+
+    def __call__(self, x, logsnr, *, tokens=None, token_mask=None, text_embeddings=None, drop_text=None,
+                 frame_mask=None, deterministic: bool = True) -> ModelOutput:
+        self._check(x, logsnr)
+        b, t = x.shape[:2]
+        cond, text, text_mask = self._conditioning(b, logsnr, tokens, token_mask, text_embeddings, drop_text)
+        frame_mask = jnp.ones((b, t), bool) if frame_mask is None else frame_mask.astype(bool)
+        args = (cond, text, text_mask, frame_mask, deterministic)
+        h = self.conv_in(constrain(x, SPATIAL_AXES, self.rules))
+        hs = [h]
+        for layer in self.down:
+            h = layer(h) if isinstance(layer, Resample) else layer(h, *args)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, *args)
+        for layer in self.up:
+            if isinstance(layer, Resample):
+                h = layer(h)
+            else:
+                h = layer(jnp.concatenate([h, hs.pop()], axis=-1), *args)
+        out = self.conv_out(jax.nn.silu(self.norm_out(h)))
+        return ModelOutput(prediction=out.astype(jnp.float32))
+
+
+def abstract_model(cfg: ModelConfig, sharding_rules: Rules = ()) -> VideoUNet:
+    """The model with ``ShapeDtypeStruct`` parameters (no allocation)."""
+    return nnx.eval_shape(lambda: VideoUNet(cfg, rngs=nnx.Rngs(0), sharding_rules=sharding_rules))
+
+
+def param_count(cfg: ModelConfig) -> int:
+    """Number of parameters, computed abstractly (no allocation)."""
+    state = nnx.state(abstract_model(cfg), nnx.Param)
+    return int(sum(x.size for x in jax.tree.leaves(state)))

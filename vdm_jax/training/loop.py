@@ -1,0 +1,247 @@
+"""``train_and_evaluate(config, workdir)``: the main job.
+
+Order of business: mesh (validates the device count) -> data (prepared if absent) -> state,
+abstract-first and sharded -> resume (own workdir > ``training.resume_from`` >
+``training.init_weights_from`` > scratch) -> the loop: one jitted step with donated state; metrics
+read one step late so the host never waits on the step in flight; periodic eval, samples and
+checkpoints; SIGTERM / JAX preemption save; NaN/Inf guard; profiler trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec
+
+from vdm_jax.config import Config, to_dict
+from vdm_jax.diffusion.schedules import Schedule
+from vdm_jax.models.flops import forward_flops
+from vdm_jax.sharding.mesh import describe, make_mesh
+from vdm_jax.training import checkpointing as ckpt
+from vdm_jax.training import data as data_lib
+from vdm_jax.training import samples as samples_lib
+from vdm_jax.training.metrics_writer import MetricsWriter, Progress
+from vdm_jax.training.state import abstract_state, count_params, create_train_state
+from vdm_jax.training.step import eval_step, train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class _Preemption:
+    """SIGTERM sets a flag; the loop saves at the next step boundary and exits cleanly."""
+
+    def __init__(self):
+        self.requested = threading.Event()
+        self._previous = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: self.requested.set())
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def peak_flops_per_device() -> float | None:
+    """Dense bf16 peak of the local accelerator, when known (for MFU)."""
+    kind = jax.devices()[0].device_kind.lower()
+    table = {"h100": 989e12, "h200": 989e12, "v5 lite": 197e12, "v5e": 197e12, "v5p": 459e12,
+             "v6e": 918e12, "v6 lite": 918e12, "a100": 312e12}
+    for key, peak in table.items():
+        if key in kind:
+            return peak
+    return None
+
+
+def write_config(config: Config, workdir: str) -> None:
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(to_dict(config), f, indent=2)
+
+
+def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
+    """Train ``config`` in ``workdir`` (resuming if possible). Returns the last logged metrics."""
+    mesh = make_mesh(config.mesh)
+    data_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.training.global_batch_size % (data_shards * config.training.microbatches):
+        from vdm_jax.config import ConfigError
+
+        raise ConfigError("training.global_batch_size",
+                          f"{config.training.global_batch_size} must be divisible by data*fsdp="
+                          f"{data_shards} times microbatches={config.training.microbatches}")
+    primary = jax.process_index() == 0
+    logging.info("mesh: %s", describe(mesh))
+    write_config(config, workdir)
+
+    data = data_lib.TrainData.create(config)
+    state, bundle, state_sh = create_train_state(config, mesh)
+    n_params = count_params(state.params)
+    logging.info("model: %.2fM parameters", n_params / 1e6)
+
+    manager = ckpt.make_manager(ckpt.checkpoint_dir(workdir), config.training)
+    train_iter = data.train_iterator()
+    state, train_iter = _resume(config, manager, state, state_sh, train_iter)
+    start_step = int(state.step)
+
+    schedule = Schedule.from_config(config.diffusion, config.data.resolution)
+    batch_sh = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    step_fn = jax.jit(lambda s, b: train_step(s, b, config=config, bundle=bundle, schedule=schedule),
+                      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),
+                      donate_argnums=(0,))
+    eval_fn = jax.jit(lambda p, b, r: eval_step(p, b, r, config=config, bundle=bundle, schedule=schedule),
+                      in_shardings=(state_sh.ema_params, batch_sh, replicated), out_shardings=replicated)
+
+    writer = MetricsWriter(workdir, enabled=primary, total_steps=config.training.num_train_steps)
+    progress = Progress(config.training.num_train_steps, start_step, enabled=primary)
+    sampler = samples_lib.PeriodicSampler(config, bundle, data, workdir, mesh, enabled=True)
+    flops_per_clip = 3 * forward_flops(config.model, 1, config.data.num_frames + config.data.images_per_video,
+                                       config.data.resolution, config.data.resolution)
+    peak = peak_flops_per_device()
+    preemption = _Preemption()
+    profiler = _Profiler(config.training.profile_steps, workdir)
+    preemption.install()
+    tokenizer_spec = data.tokenizer_spec()
+    cfg_dict = to_dict(config)
+    last: dict[str, Any] = {}
+    pending = None  # (step, metrics on device) of the step in flight
+    t_last, steps_since = time.time(), 0
+    step = start_step
+    last_good_ckpt = manager.latest_step()
+    try:
+        with jax.set_mesh(mesh):
+            while step < config.training.num_train_steps:
+                profiler.at_step(step)
+                batch = data.to_global(next(train_iter), batch_sh)
+                state, metrics = step_fn(state, batch)
+                step += 1
+                steps_since += 1
+                if pending is not None:  # read the previous step's metrics: no sync on this one
+                    _check_finite(pending, last_good_ckpt)
+                pending = (step, metrics)
+                if step % config.training.log_every == 0 or step == config.training.num_train_steps:
+                    vals = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    _check_finite((step, vals), last_good_ckpt)
+                    dt = time.time() - t_last
+                    sps = steps_since / dt if dt > 0 else 0.0
+                    vals.update(steps_per_sec=sps, clips_per_sec=sps * config.training.global_batch_size)
+                    if peak:
+                        vals["mfu"] = vals["clips_per_sec"] * flops_per_clip / (peak * jax.device_count())
+                    writer.write(step, vals)
+                    progress.report(step, vals)
+                    last = {"step": step, **vals}
+                    t_last, steps_since = time.time(), 0
+                eval_metrics = None
+                if step % config.training.eval_every == 0 or step == config.training.num_train_steps:
+                    eval_metrics = _evaluate(config, data, eval_fn, state, batch_sh)
+                    writer.write(step, eval_metrics, kind="eval")
+                    last.update(eval_metrics)
+                if config.training.sample_every and (step % config.training.sample_every == 0 or
+                                                     step == config.training.num_train_steps):
+                    sampler.run(state.ema_params, step)
+                stop = preemption.requested.is_set()
+                force = stop or step == config.training.num_train_steps
+                if manager.should_save(step) or force:
+                    ckpt.save(manager, step, state, train_iter, cfg_dict, tokenizer_spec,
+                              metrics={ckpt.EVAL_METRIC: eval_metrics["eval_loss"]} if eval_metrics else None,
+                              force=force)
+                    last_good_ckpt = step
+                if stop:
+                    logging.warning("SIGTERM received: saved step %d, exiting", step)
+                    break
+            if pending is not None:
+                _check_finite(pending, last_good_ckpt)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
+        preemption.uninstall()
+        profiler.stop()
+    logging.info("done at step %d", step)
+    return last
+
+
+def _check_finite(pending: tuple[int, Any], last_good: int | None) -> None:
+    step, metrics = pending
+    loss = float(metrics["loss"])
+    if not np.isfinite(loss):
+        raise NonFiniteLossError(
+            f"loss became {loss} between step {step - 1} and step {step}; training stopped. "
+            f"The last good checkpoint (step {last_good}) is kept; lower optimizer.learning_rate "
+            "or check the data, then resume.")
+
+
+def _evaluate(config: Config, data: data_lib.TrainData, eval_fn, state, batch_sh) -> dict[str, float]:
+    totals = None
+    n = 0
+    for i, batch in enumerate(data.eval_batches(config.training.eval_batches)):
+        losses = eval_fn(state.ema_params, data.to_global(batch, batch_sh), jax.random.PRNGKey(1000 + i))
+        totals = losses if totals is None else totals + losses
+        n += 1
+    if n == 0:
+        return {}
+    per_level = np.asarray(jax.device_get(totals)) / n
+    out = {f"eval_loss_logsnr_{lv:g}": float(v) for lv, v in zip(config.evaluation.eval_logsnrs, per_level)}
+    out["eval_loss"] = float(np.mean(per_level))
+    return out
+
+
+class _Profiler:
+    """Captures a jax.profiler trace between ``training.profile_steps = (start, stop)``."""
+
+    def __init__(self, steps: tuple[int, ...], workdir: str):
+        self.steps, self.workdir, self.active = steps, workdir, False
+
+    def at_step(self, step: int) -> None:
+        if not self.steps:
+            return
+        if step == self.steps[0] and not self.active:
+            jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
+            self.active = True
+        elif step == self.steps[1] and self.active:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active = False
+
+
+def _resume(config: Config, manager, state, state_sh, train_iter):
+    """Own workdir > explicit resume path > weights-only init > scratch."""
+    target = abstract_state(state_sh, state)
+    latest = manager.latest_step()
+    if latest is not None:
+        logging.info("resuming from own workdir, step %d", latest)
+        return ckpt.restore(manager, latest, target, train_iter)
+    for path, weights_only in ((config.training.resume_from, False),
+                               (config.training.init_weights_from, True)):
+        if not path:
+            continue
+        other = ckpt.make_manager(path, config.training, read_only=True)
+        step = other.latest_step()
+        if step is None:
+            from vdm_jax.config import ConfigError
+
+            field = "training.init_weights_from" if weights_only else "training.resume_from"
+            raise ConfigError(field, f"no checkpoint found in {path}")
+        restored, it = ckpt.restore(other, step, target, None if weights_only else train_iter)
+        other.close()
+        if weights_only:
+            logging.info("weights-only init from %s step %d", path, step)
+            return state.replace(params=restored.params, ema_params=restored.ema_params), train_iter
+        logging.info("resuming from %s step %d", path, step)
+        return restored, it
+    return state, train_iter

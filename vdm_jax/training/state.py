@@ -1,0 +1,106 @@
+"""Train state and its abstract-first, sharded creation.
+
+``jax.eval_shape(init)`` gives the state's shapes without allocating; logical-axis rules turn the
+parameters' annotations into ``NamedSharding``s; ``jax.jit(init, out_shardings=...)`` then builds
+each array directly on its devices. The model's NNX graph definition (static) lives in
+:class:`ModelBundle`; the state itself is a plain pytree of arrays (params as a pure dict), so
+optax, orbax and ``jax.jit`` see ordinary arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vdm_jax.config import Config
+from vdm_jax.models import VideoUNet
+from vdm_jax.sharding import logical
+from vdm_jax.training.optimizer import make_optimizer
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar
+    params: Any  # pure dict of float32 arrays
+    ema_params: Any
+    opt_state: Any
+    rng: jax.Array  # uint32[2] raw key (checkpoint friendly)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelBundle:
+    """Static pieces needed to run the model from a pure params dict."""
+
+    graphdef: Any
+    others: Any  # non-parameter NNX state (e.g. dropout RNG), reseeded every step
+    tx: optax.GradientTransformation
+    lr_schedule: optax.Schedule
+    param_shardings: Any  # pure dict of NamedSharding, same tree as params
+
+    def apply(self, params: Any, x: jax.Array, logsnr: jax.Array, *, dropout_rng: jax.Array | None = None,
+              **kwargs: Any):
+        """Run the model with ``params`` (pure dict). ``kwargs`` go to ``VideoUNet.__call__``."""
+        state = nnx.State(params)
+        model = nnx.merge(self.graphdef, state, self.others, copy=True)
+        if dropout_rng is not None:
+            nnx.reseed(model, dropout=dropout_rng)
+        return model(x, logsnr, **kwargs)
+
+
+def build_model(config: Config, rng: jax.Array) -> VideoUNet:
+    return VideoUNet(config.model, rngs=nnx.Rngs(params=rng, dropout=jax.random.fold_in(rng, 1)),
+                     sharding_rules=config.mesh.rules)
+
+
+def _pure(state: Any) -> Any:
+    return nnx.to_pure_dict(state)
+
+
+def create_train_state(config: Config, mesh: Mesh) -> tuple[TrainState, ModelBundle, TrainState]:
+    """Returns (state, bundle, state_shardings); the state is created sharded on ``mesh``."""
+    rules = config.mesh.rules
+    tx, lr_schedule = make_optimizer(config.optimizer, config.training.num_train_steps)
+    seed_key = jax.random.PRNGKey(config.training.seed)
+
+    # No mesh context here: the parameters' ``out_sharding`` metadata holds *logical* names, which
+    # flax would otherwise try to apply as mesh axes. Placement comes from out_shardings below.
+    abstract_model = nnx.eval_shape(lambda: build_model(config, seed_key))
+    graphdef, abs_params, abs_others = nnx.split(abstract_model, nnx.Param, ...)
+    param_sh = _pure(logical.state_shardings(abs_params, mesh, rules))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def init(key: jax.Array) -> tuple[TrainState, Any]:
+        model = build_model(config, key)
+        _, params, others = nnx.split(model, nnx.Param, ...)
+        params = _pure(params)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
+                          opt_state=tx.init(params), rng=jax.random.fold_in(key, 2)), others
+
+    abs_state, _ = jax.eval_shape(init, seed_key)
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_state.opt_state, param_sh,
+                                   transform_non_params=lambda _: replicated)
+    state_sh = TrainState(step=replicated, params=param_sh, ema_params=param_sh, opt_state=opt_sh,
+                          rng=replicated)
+    others_sh = jax.tree.map(lambda _: replicated, _pure(abs_others))
+    state, others = jax.jit(lambda k: (lambda s, o: (s, _pure(o)))(*init(k)),
+                            out_shardings=(state_sh, others_sh))(seed_key)
+    others_state = nnx.State(others) if others else abs_others
+    bundle = ModelBundle(graphdef=graphdef, others=others_state, tx=tx, lr_schedule=lr_schedule,
+                         param_shardings=param_sh)
+    return state, bundle, state_sh
+
+
+def abstract_state(state_shardings: TrainState, state: TrainState) -> TrainState:
+    """ShapeDtypeStructs with shardings: a restore target on the current mesh."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+                        state_shardings)
+
+
+def count_params(params: Any) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))
