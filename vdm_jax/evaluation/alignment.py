@@ -22,6 +22,10 @@ from data_pipelines import moving_digits_spec as spec
 _FG_LEVEL = 0.5  # a pixel is foreground when its brightest channel is at least half of 255
 _PRESENT_FRACTION = 0.01  # a colour is present when it covers >= 1% of the frame on average
 _UNOCCLUDED = 0.8  # centroids only from frames where the object shows >= 80% of its max pixels
+# An object is one blob: in the median frame, the largest 8-connected component of a colour must
+# hold at least this fraction of its pixels. Scattered pixels (noise, an untrained model's output)
+# therefore do not count as an object of every colour.
+_COMPACT = 0.5
 
 
 @dataclasses.dataclass
@@ -121,6 +125,18 @@ def _classify_motion(track: np.ndarray, resolution: int) -> tuple[int, int]:
     return motion, speed
 
 
+def _compactness(masks: np.ndarray, counts: np.ndarray) -> float:
+    """Median over frames with pixels of (largest 8-connected component) / (all pixels of the colour)."""
+    from scipy import ndimage
+
+    fractions = []
+    for mask, count in zip(masks, counts):
+        if count:
+            labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+            fractions.append(np.bincount(labels.ravel())[1:].max() / count)
+    return float(np.median(fractions)) if fractions else 0.0
+
+
 def detect_objects(clip: np.ndarray) -> list[DetectedObject]:
     """Objects in a clip (T, H, W, 3), uint8 or [-1, 1] float, largest first."""
     clip = to_uint8(clip)
@@ -130,7 +146,7 @@ def detect_objects(clip: np.ndarray) -> list[DetectedObject]:
     for color in range(len(spec.COLOR_NAMES)):
         masks = labels == color
         counts = masks.sum(axis=(1, 2))
-        if counts.mean() < _PRESENT_FRACTION * h * w:
+        if counts.mean() < _PRESENT_FRACTION * h * w or _compactness(masks, counts) < _COMPACT:
             continue
         track = np.full((t, 2), np.nan, np.float32)
         for i in np.nonzero(counts >= _UNOCCLUDED * counts.max())[0]:

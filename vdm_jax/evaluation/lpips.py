@@ -18,6 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 NETS = ("alexnet", "vgg16")
+# Smallest frame side for which every tapped layer is non-empty (alexnet: 3 strided stages); smaller
+# frames are bilinearly upsampled by an integer factor first (otherwise the distance is NaN).
+MIN_SIZE = {"alexnet": 32, "vgg16": 16}
 _SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 _SCALE = np.array([0.458, 0.448, 0.450], np.float32)
 # VGG16 'features' config; LPIPS taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
@@ -112,9 +115,21 @@ class LPIPS:
         if a.shape != b.shape or a.ndim < 3 or a.shape[-1] != 3:
             raise ValueError(f"LPIPS frames must have equal shapes (..., H, W, 3), got {a.shape}, {b.shape}")
         lead = a.shape[:-3]
+        size = self.input_size(*a.shape[-3:-1])
         to_pm1 = lambda x: (x.astype(jnp.float32) / 127.5 - 1.0) if x.dtype == jnp.uint8 else x
-        flat = lambda x: to_pm1(x).reshape((-1, *x.shape[-3:]))
+
+        def flat(x):
+            x = to_pm1(x).reshape((-1, *x.shape[-3:]))
+            if size != x.shape[1:3]:
+                x = jax.image.resize(x, (x.shape[0], *size, 3), "bilinear")
+            return x
+
         return self._fn(self.params, flat(a), flat(b)).reshape(lead)
+
+    def input_size(self, h: int, w: int) -> tuple[int, int]:
+        """The frame size the network sees: (h, w) scaled up by an integer factor to >= MIN_SIZE."""
+        factor = max(1, -(-MIN_SIZE[self.net] // min(h, w)))
+        return h * factor, w * factor
 
 
 def make_lpips(enabled: bool, net: str = "alexnet") -> LPIPS | None:

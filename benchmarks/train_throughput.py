@@ -1,0 +1,275 @@
+r"""Training throughput: clips/s, step time, analytic MFU, compile time and memory of the real train step.
+
+    python -m benchmarks.train_throughput --config=configs/vdm_ucf101.py --batch=8 [--steps=10]
+    python -m benchmarks.train_throughput --config=configs/parity.py --batch=8
+    python -m benchmarks.train_throughput --config=configs/moving_digits.py:smoke --devices=1
+    python -m benchmarks.train_throughput --config=configs/vdm_ucf101.py --batch=16 --find_max_batch
+    python -m benchmarks.train_throughput --config=... --config.model.remat=none --profile_dir=/tmp/trace
+
+The state is created abstract-first and sharded over the mesh of ``--devices`` local devices
+(``vdm_jax.training.state.create_train_state``); the step is ``vdm_jax.training.step.train_step``,
+jitted with explicit shardings and the state donated, exactly as the training loop does. Batches
+are synthetic (the batch contract's shapes and dtypes; no data pipeline, no host-to-device copy
+inside the timing: see ``benchmarks.loader`` for the pipeline). ``--warmup`` steps, then the
+median of ``--steps`` individually waited-for steps.
+
+MFU = 3 x analytic forward FLOPs (``vdm_jax.models.flops``) x batch / (step time x peak x devices),
+with the dense bf16 peak of the device (H100/H200 989, TPU v5e 197, v5p 459, v6e 918 TFLOP/s); not
+reported on CPU. ``--find_max_batch`` compiles the step at doubling batch sizes (fast compiles, no
+autotuning) and reads XLA's memory analysis until the step no longer fits the device's memory,
+bisects, then runs the largest predicted batch for real to confirm it. The last line printed is
+one JSON object.
+"""
+
+from __future__ import annotations
+
+from launch import xla_flags
+
+_XLA_FLAGS_ADDED = xla_flags.set_default_gpu_flags()  # before JAX creates its backends
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from vdm_jax import config as vconfig  # noqa: E402
+from vdm_jax.diffusion.schedules import Schedule  # noqa: E402
+from vdm_jax.models.flops import forward_flops  # noqa: E402
+from vdm_jax.sharding.mesh import describe, make_mesh  # noqa: E402
+from vdm_jax.training.state import count_params, create_train_state  # noqa: E402
+from vdm_jax.training.step import train_step  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/vdm_ucf101.py[:ARG].",
+                                          lock_config=True)
+_BATCH = flags.DEFINE_integer("batch", 0, "Global batch size (0: the config's training.global_batch_size).")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (the median is reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Steps run before timing (after the compile).")
+_DEVICES = flags.DEFINE_integer("devices", 0, "Local devices in the mesh (0: all).")
+_FIND_MAX = flags.DEFINE_boolean("find_max_batch", False, "Also find the largest batch that fits.")
+_MAX_LIMIT = flags.DEFINE_integer("max_batch_limit", 4096, "--find_max_batch never tries more than this.")
+_MAX_PROBES = flags.DEFINE_integer("max_batch_probes", 6, "--find_max_batch: at most this many compiles.")
+_BUDGET = flags.DEFINE_float("memory_budget_gb", 0.0, "Per-device memory budget (1e9 bytes) for "
+                             "--find_max_batch (default: the allocator's limit on the device).")
+_ESTIMATE_GB = flags.DEFINE_float("estimate_budget_gb", 76.0, "Also estimate the largest batch for this "
+                                  "per-device budget (default ~ an 80 GB H100's usable memory).")
+_PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "Capture a jax.profiler trace of a few steps here.")
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 3, "Steps in the --profile_dir trace.")
+
+# Compile options for memory probes: skip GEMM/conv autotuning (it only picks faster kernels).
+_FAST_COMPILE = {"xla_gpu_autotune_level": 0}
+
+
+def with_batch(config: vconfig.Config, batch: int) -> vconfig.Config:
+    return vconfig.replace(config, training={"global_batch_size": batch})
+
+
+def _shardings(config: vconfig.Config, devices: list) -> tuple[Any, NamedSharding, NamedSharding]:
+    mesh = make_mesh(config.mesh, devices)
+    shards = mesh.shape["data"] * mesh.shape["fsdp"] * config.training.microbatches
+    if config.training.global_batch_size % shards:
+        raise ValueError(f"--batch={config.training.global_batch_size} must be divisible by data*fsdp*"
+                         f"microbatches={shards} (mesh {describe(mesh)})")
+    return mesh, NamedSharding(mesh, PartitionSpec(("data", "fsdp"))), NamedSharding(mesh, PartitionSpec())
+
+
+def jit_step(config: vconfig.Config, bundle, state_sh, batch_sh, replicated):
+    """The train step jitted as the training loop jits it (explicit shardings, donated state)."""
+    schedule = Schedule.from_config(config.diffusion, config.data.resolution)
+    return jax.jit(lambda s, b: train_step(s, b, config=config, bundle=bundle, schedule=schedule),
+                   in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated), donate_argnums=(0,))
+
+
+def step_flops(config: vconfig.Config, batch: int) -> float:
+    d = config.data
+    return 3.0 * forward_flops(config.model, batch, d.num_frames + d.images_per_video, d.resolution, d.resolution)
+
+
+def run(config: vconfig.Config, batch: int, *, steps: int = 10, warmup: int = 3, devices: list | None = None,
+        profile_dir: str = "", profile_steps: int = 3) -> dict[str, Any]:
+    """Create the sharded state, compile the step, time it. Returns the result dict (JSON-friendly)."""
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
+    config = with_batch(config, batch)
+    devices = devices or jax.local_devices()
+    mesh, batch_sh, replicated = _shardings(config, devices)
+    t0 = time.perf_counter()
+    state, bundle, state_sh = create_train_state(config, mesh)
+    jax.block_until_ready(state)
+    init_s = time.perf_counter() - t0
+    host = common.synthetic_batch(config, batch)
+    data = {k: jax.device_put(v, batch_sh) for k, v in host.items()}
+    with jax.set_mesh(mesh):
+        t0 = time.perf_counter()
+        compiled = jit_step(config, bundle, state_sh, batch_sh, replicated).lower(state, data).compile()
+        compile_s = time.perf_counter() - t0
+        box = {"state": state}
+        del state
+
+        def one_step():
+            box["state"], box["metrics"] = compiled(box["state"], data)
+            return box["state"], box["metrics"]
+
+        times = common.time_steps(one_step, steps, warmup)
+        if profile_dir:
+            jax.profiler.start_trace(profile_dir)
+            for _ in range(profile_steps):
+                jax.block_until_ready(one_step())
+            jax.profiler.stop_trace()
+    metrics = {k: float(v) for k, v in jax.device_get(box["metrics"]).items()}
+    n_params = count_params(box["state"].params)
+    del box
+    summary = common.summarize_times(times)
+    flops = step_flops(config, batch)
+    peak = common.peak_flops_per_device(devices[0])
+    dt = summary["step_time_s"]
+    m = config.model
+    result = {
+        "benchmark": "train_throughput", "config": config.name, "platform": devices[0].platform,
+        "device_kind": devices[0].device_kind, "num_devices": len(devices), "mesh": describe(mesh),
+        "batch": batch, "frames": config.data.num_frames + config.data.images_per_video,
+        "resolution": config.data.resolution, "dtype": m.dtype.value, "remat": m.remat.value,
+        "attention_backend": m.attention_backend.value, "param_count": n_params,
+        "steps": steps, "warmup": warmup, **summary,
+        "clips_per_s": batch / dt, "flops_per_step": flops,
+        "tflops_per_s_per_device": flops / dt / len(devices) / 1e12,
+        "peak_flops_per_device": peak, "mfu": flops / (dt * peak * len(devices)) if peak else None,
+        "compile_s": compile_s, "init_s": init_s, **common.memory_stats(devices), **common.xla_memory(compiled),
+        "loss": metrics.get("loss"), "grad_norm": metrics.get("grad_norm"),
+        "xla_flags_added": list(_XLA_FLAGS_ADDED),
+    }
+    return result
+
+
+def probe_peak_bytes(config: vconfig.Config, batch: int, devices: list) -> int:
+    """XLA's per-device peak for the step at ``batch``: a compile only, nothing allocated."""
+    from launch.compile_check import abstract_batch, abstract_train_state
+
+    config = with_batch(config, batch)
+    mesh, batch_sh, replicated = _shardings(config, devices)
+    abs_state, bundle, state_sh = abstract_train_state(config, mesh)
+    options = _FAST_COMPILE if devices[0].platform == "gpu" else None
+    with jax.set_mesh(mesh):
+        lowered = jit_step(config, bundle, state_sh, batch_sh, replicated).lower(
+            abs_state, abstract_batch(config, batch_sh))
+        compiled = lowered.compile(compiler_options=options)
+    return common.xla_memory(compiled)["xla_peak_bytes"]
+
+
+def _linear_fit(probes: dict[int, int]) -> tuple[float, float] | None:
+    """bytes = fixed + per_clip * batch through the smallest and largest probe."""
+    if len(probes) < 2:
+        return None
+    lo, hi = min(probes), max(probes)
+    per_clip = (probes[hi] - probes[lo]) / (hi - lo)
+    return probes[lo] - per_clip * lo, per_clip
+
+
+def search_max_batch(probe, start: int, granule: int, budget: float, limit: int, max_probes: int) -> dict:
+    """Doubling from ``start``, then bisection (multiples of ``granule``), on ``probe(batch) -> bytes``."""
+    probes: dict[int, int] = {}
+    b = start
+    while b <= limit and len(probes) < max_probes:
+        probes[b] = probe(b)
+        if probes[b] > budget:
+            break
+        b *= 2
+    fits = [k for k, v in probes.items() if v <= budget]
+    over = [k for k, v in probes.items() if v > budget]
+    lo, hi = (max(fits) if fits else None), (min(over) if over else None)
+    while lo is not None and hi is not None and len(probes) < max_probes:
+        mid = (lo + hi) // 2 // granule * granule
+        if mid <= lo:
+            break
+        probes[mid] = probe(mid)
+        lo, hi = (mid, hi) if probes[mid] <= budget else (lo, mid)
+    return {"max_batch_predicted": lo, "first_over_budget": hi,
+            "probes": {str(k): v for k, v in sorted(probes.items())}, "fit": _linear_fit(probes)}
+
+
+def find_max_batch(config: vconfig.Config, devices: list, start: int, budget: float, *, limit: int,
+                   max_probes: int, estimate_budget: float) -> dict[str, Any]:
+    """Predict the largest batch from XLA memory analysis, then confirm it by running it."""
+    mesh = make_mesh(config.mesh, devices)
+    granule = mesh.shape["data"] * mesh.shape["fsdp"] * config.training.microbatches
+    found = search_max_batch(lambda b: probe_peak_bytes(config, b, devices), start, granule, budget,
+                             limit, max_probes)
+    fit = found.pop("fit")
+    out: dict[str, Any] = {"memory_budget_bytes": budget, **found, "max_batch": None, "max_batch_run": None}
+    if fit is not None and fit[1] > 0:
+        fixed, per_clip = fit
+        out.update(fixed_bytes=fixed, bytes_per_clip=per_clip, estimate_budget_bytes=estimate_budget,
+                   max_batch_estimate=int((estimate_budget - fixed) // per_clip // granule * granule))
+    candidate = found["max_batch_predicted"]
+    for _ in range(2):  # confirm by running; one step down on an out-of-memory error
+        if not candidate:
+            break
+        try:
+            res = run(config, candidate, steps=3, warmup=1, devices=devices)
+        except Exception as e:  # noqa: BLE001 - only OOM is expected; anything else is re-raised
+            if not common.is_oom(e):
+                raise
+            candidate = max(0, candidate - max(granule, candidate // 8) // granule * granule)
+            continue
+        out.update(max_batch=candidate, max_batch_run={k: res[k] for k in (
+            "batch", "step_time_s", "clips_per_s", "mfu", "peak_memory_bytes", "compile_s")})
+        break
+    return out
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (no peak for this device)"
+    mem = f"{r['peak_memory_bytes'] / 1e9:.2f} GB" if r["peak_memory_bytes"] else "n/a"
+    print(f"{r['config']}: {r['param_count'] / 1e6:.1f}M params, batch {r['batch']} of {r['frames']}x"
+          f"{r['resolution']}x{r['resolution']}, {r['dtype']}, remat {r['remat']}, "
+          f"{r['num_devices']} x {r['device_kind']} ({r['mesh']})")
+    print(f"  step {1e3 * r['step_time_s']:.1f} ms (median of {r['steps']}), {r['clips_per_s']:.2f} clips/s, "
+          f"{r['tflops_per_s_per_device']:.1f} TFLOP/s per device, MFU {mfu}")
+    print(f"  compile {r['compile_s']:.1f} s, peak memory {mem} (XLA peak {r['xla_peak_bytes'] / 1e9:.2f} GB), "
+          f"loss {r['loss']:.4f}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/vdm_ucf101.py")
+    try:
+        config = vconfig.from_configdict(_CONFIG.value)
+        devices = common.select_devices(_DEVICES.value)
+        batch = _BATCH.value or config.training.global_batch_size
+        result = run(config, batch, steps=_STEPS.value, warmup=_WARMUP.value, devices=devices,
+                     profile_dir=_PROFILE_DIR.value, profile_steps=_PROFILE_STEPS.value)
+    except (vconfig.ConfigError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    _print_summary(result)
+    if _FIND_MAX.value:
+        budget = _BUDGET.value * 1e9 or result["memory_limit_bytes"]
+        if not budget:
+            raise SystemExit("error: --find_max_batch needs a memory limit: this device reports none, "
+                             "pass --memory_budget_gb")
+        found = find_max_batch(config, devices, batch, float(budget), limit=_MAX_LIMIT.value,
+                               max_probes=_MAX_PROBES.value, estimate_budget=_ESTIMATE_GB.value * 1e9)
+        result["find_max_batch"] = found
+        print(f"  largest batch that fits: {found['max_batch']} (predicted {found['max_batch_predicted']}, "
+              f"budget {budget / 1e9:.1f} GB); estimate for {_ESTIMATE_GB.value:.0f} GB: "
+              f"{found.get('max_batch_estimate')}")
+    print(json.dumps(result, default=_json_default))
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if dataclasses.is_dataclass(x):
+        return dataclasses.asdict(x)
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,67 @@
+"""Evaluate saved checkpoints of a training workdir (a separate job next to training).
+
+    python -m launch.evaluate --config=configs/moving_digits.py --workdir=/tmp/md [--step=N|latest]
+    python -m launch.evaluate --config=configs/moving_digits.py --workdir=/tmp/md --follow
+
+Writes DIR/eval/step_N/metrics.json (eval loss at fixed log-SNRs, FVD with its protocol, text
+alignment per attribute with chance levels, prediction PSNR/SSIM/LPIPS, clips/s), sample GIFs, and
+DIR/eval/summary.{csv,md,png}. ``--follow`` evaluates each new checkpoint once as training writes
+it (restart-safe: evaluated steps are skipped) and exits after ``--follow_until_step`` (default:
+training.num_train_steps) or ``--max_idle_seconds`` without a new checkpoint. It only reads the
+checkpoints, on whatever devices this job has. Skip FVD (I3D at 224x224, slow on CPU) with
+``--config.evaluation.fvd=False``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from launch import cli
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/moving_digits.py[:smoke].", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir (holds checkpoints/).")
+_STEP = flags.DEFINE_string("step", "latest", "Checkpoint step to evaluate: an integer or 'latest'.")
+_FOLLOW = flags.DEFINE_bool("follow", False, "Evaluate every new checkpoint as training writes it.")
+_UNTIL = flags.DEFINE_integer("follow_until_step", 0,
+                              "--follow exits once a step >= this is evaluated (0: training.num_train_steps).")
+_MAX_IDLE = flags.DEFINE_float("max_idle_seconds", 0.0,
+                               "--follow exits after this long without a new checkpoint (0: never).")
+_POLL = flags.DEFINE_float("poll_seconds", None, "Poll interval (default: evaluation.follow_poll_seconds).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from vdm_jax.config import ConfigError, from_configdict
+
+    try:
+        config = from_configdict(_CONFIG.value)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    if _FOLLOW.value and _STEP.value != "latest":
+        sys.exit("error: --step and --follow are exclusive (--follow evaluates every step)")
+    from vdm_jax.evaluation import loading, runner
+
+    try:
+        if _FOLLOW.value:
+            steps = runner.follow(config, _WORKDIR.value, until_step=_UNTIL.value,
+                                  max_idle_seconds=_MAX_IDLE.value, poll_seconds=_POLL.value)
+            print(f"evaluated steps {steps}; summary in {runner.eval_dir(_WORKDIR.value)}")
+        else:
+            metrics = runner.evaluate(config, _WORKDIR.value, _STEP.value)
+            print(f"step {metrics['step']}: {runner.headline(metrics)}")
+            print(f"wrote {runner.metrics_path(_WORKDIR.value, metrics['step'])}")
+    except (loading.EvalInputError, ConfigError) as e:
+        sys.exit(f"error: {e}")
+    except FileNotFoundError as e:  # missing dataset or feature-network weights
+        logging.debug("evaluation failed", exc_info=True)
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,180 @@
+"""Read-only access to a training workdir: steps, saved config/tokenizer, EMA params on any mesh.
+
+The evaluation job and the sample CLI never write into ``DIR/checkpoints``: they open a read-only
+``ocp.CheckpointManager``, restore only the ``ema_params`` (and ``step``) of the ``state`` item
+(a partial restore: no optimizer state is read or allocated) onto shardings computed from their
+own mesh, which may differ from training's (another device count, another topology).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from typing import Any
+
+import jax
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from flax import nnx
+
+from vdm_jax.config import Config, ConfigError, MeshConfig, from_configdict, to_dict
+from vdm_jax.sharding import logical
+from vdm_jax.sharding.mesh import make_mesh
+from vdm_jax.training import checkpointing as ckpt
+from vdm_jax.training.state import ModelBundle, build_model
+
+# Model fields that are runtime choices (how the same weights are computed), not architecture.
+RUNTIME_MODEL_FIELDS = frozenset({"attention_backend", "cudnn_min_seq_len", "dtype", "remat",
+                                  "fast_cpu_conv_grad", "dropout"})
+
+
+class EvalInputError(ValueError):
+    """Bad user input to the evaluation job or the sample CLI (one-line message)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Steps and saved items
+# ----------------------------------------------------------------------------------------------
+
+
+def available_steps(workdir: str) -> list[int]:
+    """Finalized checkpoint steps of a training workdir (orbax hides half-written ones)."""
+    return ckpt.existing_steps(ckpt.checkpoint_dir(workdir))
+
+
+def resolve_step(workdir: str, step: int | str | None) -> int:
+    """``None``/'latest' -> the newest step; an int (or digit string) must exist."""
+    steps = available_steps(workdir)
+    directory = ckpt.checkpoint_dir(workdir)
+    if not steps:
+        raise EvalInputError(f"no checkpoints in {directory} (has training saved one yet?)")
+    if step is None or str(step) == "latest":
+        return steps[-1]
+    try:
+        wanted = int(step)
+    except (TypeError, ValueError):
+        raise EvalInputError(f"--step must be an integer or 'latest', got {step!r}") from None
+    if wanted not in steps:
+        raise EvalInputError(f"no checkpoint for step {wanted} in {directory}; existing steps: {steps}")
+    return wanted
+
+
+def open_manager(workdir: str) -> ocp.CheckpointManager:
+    """A read-only manager: it never creates, deletes or locks anything in the workdir."""
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    handlers = {ckpt.STATE: ocp.PyTreeCheckpointHandler(), ckpt.CONFIG: ocp.JsonCheckpointHandler(),
+                ckpt.TOKENIZER: ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(epath.Path(ckpt.checkpoint_dir(workdir)), options=options,
+                                 item_handlers=handlers)
+
+
+def _restore_json(manager: ocp.CheckpointManager, step: int, item: str) -> dict:
+    return manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()}))[item]
+
+
+def saved_config(manager: ocp.CheckpointManager, step: int) -> Config:
+    """The resolved config the checkpoint was trained with."""
+    try:
+        return from_configdict(_restore_json(manager, step, ckpt.CONFIG))
+    except ConfigError as e:
+        raise EvalInputError(f"the config saved with checkpoint step {step} is invalid here: {e}") from None
+
+
+def saved_tokenizer(manager: ocp.CheckpointManager, step: int) -> Any:
+    return tokenizer_from_spec(_restore_json(manager, step, ckpt.TOKENIZER))
+
+
+def tokenizer_from_spec(spec: dict) -> Any:
+    """Rebuild the training tokenizer from the checkpoint's ``tokenizer`` item (no data needed)."""
+    from data_pipelines import tokenizers
+
+    kind = spec.get("kind")
+    if kind == "byte":
+        return tokenizers.ByteTokenizer()
+    if kind == "sentencepiece" and "model_b64" in spec:
+        return tokenizers.SentencePieceTokenizer(base64.b64decode(spec["model_b64"]))
+    raise EvalInputError(f"checkpoint tokenizer spec is not usable: kind={kind!r}, keys={sorted(spec)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# --config vs the checkpoint
+# ----------------------------------------------------------------------------------------------
+
+
+def config_mismatches(saved: Config, given: Config) -> list[tuple[str, Any, Any]]:
+    """(dotted field, value in the checkpoint, value in ``given``) for every field that changes what
+    the weights mean: the model architecture, the diffusion parameterization, the tokenizer."""
+    out = []
+    pairs = [("model", k) for k in to_dict(saved.model) if k not in RUNTIME_MODEL_FIELDS]
+    pairs += [("diffusion", k) for k in to_dict(saved.diffusion)]
+    pairs += [("data", "tokenizer")]
+    if saved.data.tokenizer.value == "sentencepiece":
+        pairs += [("data", "sentencepiece_vocab_size")]
+    for section, field in pairs:
+        a = to_dict(getattr(getattr(saved, section), field))
+        b = to_dict(getattr(getattr(given, section), field))
+        if a != b:
+            out.append((f"{section}.{field}", a, b))
+    return out
+
+
+def check_config_matches(saved: Config, given: Config, step: int) -> None:
+    bad = config_mismatches(saved, given)
+    if bad:
+        field, a, b = bad[0]
+        more = f" (and {len(bad) - 1} more: {', '.join(f for f, _, _ in bad[1:])})" if len(bad) > 1 else ""
+        raise EvalInputError(f"--config does not match the checkpoint at step {step}: {field} is {b!r} in "
+                             f"--config but {a!r} in the checkpoint{more}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Mesh, abstract params and the restore
+# ----------------------------------------------------------------------------------------------
+
+
+def inference_mesh(config: Config, devices: list | None = None) -> jax.sharding.Mesh:
+    """The config's mesh on the local devices, or pure data parallelism when it does not fit them."""
+    try:
+        return make_mesh(config.mesh, devices)
+    except ConfigError as e:
+        logging.warning("mesh from the config does not fit %d devices (%s): using data=-1",
+                        len(devices or jax.devices()), e)
+        return make_mesh(MeshConfig(rules=config.mesh.rules), devices)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceModel:
+    """What is needed to run the model from restored params on ``mesh``."""
+
+    config: Config
+    mesh: jax.sharding.Mesh
+    bundle: ModelBundle
+    abstract_params: Any  # ShapeDtypeStructs carrying this mesh's shardings
+
+
+def build_inference_model(config: Config, mesh: jax.sharding.Mesh) -> InferenceModel:
+    """Abstract params with shardings for ``mesh`` plus the model's static bundle, allocating only the
+    model's small non-parameter state (no params, no optimizer state)."""
+    key = jax.random.PRNGKey(config.training.seed)
+    abstract_model = nnx.eval_shape(lambda: build_model(config, key))
+    graphdef, abs_params, abs_others = nnx.split(abstract_model, nnx.Param, ...)
+    param_sh = nnx.to_pure_dict(logical.state_shardings(abs_params, mesh, config.mesh.rules))
+    pure_params = nnx.to_pure_dict(abs_params)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), pure_params,
+                            param_sh)
+    others = jax.jit(lambda k: nnx.to_pure_dict(nnx.split(build_model(config, k), nnx.Param, ...)[2]))(key)
+    bundle = ModelBundle(graphdef=graphdef, others=nnx.State(others) if others else abs_others,
+                         tx=optax.identity(), lr_schedule=optax.constant_schedule(0.0),
+                         param_shardings=param_sh)
+    return InferenceModel(config=config, mesh=mesh, bundle=bundle, abstract_params=abstract)
+
+
+def restore_ema_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
+    """EMA params of ``step`` placed on ``abstract_params``' shardings (partial restore)."""
+    target = {"ema_params": abstract_params}
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+    restored = manager.restore(step, args=ocp.args.Composite(**{ckpt.STATE: args}))
+    return restored[ckpt.STATE]["ema_params"]

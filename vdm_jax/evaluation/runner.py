@@ -1,0 +1,237 @@
+"""The evaluation job: one checkpoint (``evaluate``) or every new one of a training run (``follow``).
+
+Per evaluated step it writes, under ``DIR/eval/step_N/``:
+  ``metrics.json``    eval loss at fixed log-SNRs, FVD with its protocol, text alignment per
+                      attribute with chance levels (moving_digits), prediction PSNR/SSIM/LPIPS,
+                      throughput (clips/s) and wall times; written last and atomically, so its
+                      presence marks the step as done (a restarted follower skips it);
+  ``samples.gif``     captioned grid of text-to-video samples;
+  ``prediction.gif``  real clips next to their predictions from the first k frames;
+then appends one line to ``DIR/eval/log.jsonl`` and refreshes ``DIR/eval/summary.{csv,md,png}``.
+FVD reference features are cached under ``DIR/eval/cache``. The training workdir's checkpoints are
+only read (read-only orbax manager): the job never deletes, locks or writes there, so it never
+blocks training. A checkpoint removed by training's retention before it was evaluated is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+import jax
+from absl import logging
+
+from vdm_jax.config import Config, to_dict
+from vdm_jax.evaluation import loading, tasks
+from vdm_jax.evaluation.generation import Generator
+
+EVAL_DIR = "eval"
+LOG_NAME = "log.jsonl"
+
+
+def eval_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), EVAL_DIR)
+
+
+def step_dir(workdir: str, step: int) -> str:
+    return os.path.join(eval_dir(workdir), f"step_{step}")
+
+
+def metrics_path(workdir: str, step: int) -> str:
+    return os.path.join(step_dir(workdir, step), "metrics.json")
+
+
+def is_evaluated(workdir: str, step: int) -> bool:
+    return os.path.isfile(metrics_path(workdir, step))
+
+
+def evaluated_steps(workdir: str) -> list[int]:
+    root = eval_dir(workdir)
+    if not os.path.isdir(root):
+        return []
+    steps = [int(d[5:]) for d in os.listdir(root) if d.startswith("step_") and d[5:].isdigit()]
+    return sorted(s for s in steps if is_evaluated(workdir, s))
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".json.tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, allow_nan=True)
+    os.replace(tmp, path)
+
+
+class Evaluator:
+    """Holds the compiled programs, the eval data and the feature networks across steps."""
+
+    def __init__(self, config: Config, workdir: str):
+        self.config, self.workdir = config, workdir
+        self.mesh = loading.inference_mesh(config)
+        self.model = loading.build_inference_model(config, self.mesh)
+        self.generator = Generator(config, self.model.bundle, config.sampling)
+        self.loss = tasks.LossEvaluator(config, self.model.bundle, self.mesh)
+        self._data: tasks.EvalData | None = None
+        self._extractor = None
+        self._lpips = None
+
+    def _restore(self, step: int) -> tuple[Any, Any]:
+        manager = loading.open_manager(self.workdir)
+        try:
+            loading.check_config_matches(loading.saved_config(manager, step), self.config, step)
+            tokenizer = loading.saved_tokenizer(manager, step)
+            params = loading.restore_ema_params(manager, step, self.model.abstract_params)
+        finally:
+            manager.close()
+        return params, tokenizer
+
+    def _feature_nets(self) -> None:
+        e = self.config.evaluation
+        if e.fvd and self._extractor is None:
+            from vdm_jax.evaluation.fvd import make_extractor
+
+            self._extractor = make_extractor(e)
+        if e.lpips and self._lpips is None:
+            from vdm_jax.evaluation.lpips import make_lpips
+
+            self._lpips = make_lpips(True, e.lpips_net)
+
+    def evaluate_step(self, step: int) -> dict[str, Any]:
+        """Evaluate one checkpoint; write its metrics, sample videos and the refreshed summary."""
+        start = time.time()
+        params, tokenizer = self._restore(step)
+        self._feature_nets()
+        if self._data is None:
+            self._data = tasks.load_eval_data(self.config, tokenizer)
+        with jax.set_mesh(self.mesh):
+            metrics = self._compute(params, tokenizer, self._data, step)
+        metrics["eval_seconds"] = time.time() - start
+        if jax.process_index() == 0:
+            _write_json_atomic(metrics_path(self.workdir, step), metrics)  # last: marks the step done
+            with open(os.path.join(eval_dir(self.workdir), LOG_NAME), "a") as f:
+                f.write(json.dumps({"step": step, "time": time.time(), "seconds": metrics["eval_seconds"]}) + "\n")
+            refresh_summary(self.workdir)
+        logging.info("evaluated step %d in %.1fs: %s", step, metrics["eval_seconds"], headline(metrics))
+        return metrics
+
+    def _compute(self, params: Any, tokenizer: Any, data: tasks.EvalData, step: int) -> dict[str, Any]:
+        from vdm_jax.evaluation.video_io import make_grid, save_video
+
+        c, e = self.config, self.config.evaluation
+        out: dict[str, Any] = {"step": step, "sampler": to_dict(c.sampling), "seconds": {}}
+        timer = _Timer(out["seconds"])
+        with timer("eval_loss"):
+            out.update(self.loss(params, tokenizer))
+        n_t2v = min(len(data.videos), max(e.num_fvd_clips if e.fvd else 0, tasks.MAX_GRID_CLIPS,
+                                          e.num_alignment_clips if data.attributes else 0))
+        with timer("text_to_video"):
+            generated, rate = tasks.text_to_video(self.generator, params, data, n_t2v, c)
+        out["sample_clips_per_sec"] = rate
+        if e.fvd:
+            with timer("fvd"):
+                out.update(tasks.fvd_metrics(self._extractor, generated[:e.num_fvd_clips], data,
+                                             os.path.join(eval_dir(self.workdir), "cache")))
+        if data.attributes is not None:
+            with timer("alignment"):
+                out.update(tasks.alignment_metrics(generated, data, c))
+        with timer("prediction"):
+            pred, predicted = tasks.prediction(self.generator, params, data, c, self._lpips)
+        out.update(pred)
+        if jax.process_index() == 0:
+            d = step_dir(self.workdir, step)
+            n = min(tasks.MAX_GRID_CLIPS, len(generated))
+            save_video(os.path.join(d, "samples.gif"), make_grid(list(generated[:n]), data.captions[:n]))
+            clips, labels = tasks.prediction_grid(data.videos, predicted, data.captions,
+                                                  e.prediction_context_frames)
+            save_video(os.path.join(d, "prediction.gif"), make_grid(clips, labels, ncols=2))
+        return out
+
+
+class _Timer:
+    """``with timer("name"):`` records wall seconds into a dict."""
+
+    def __init__(self, into: dict[str, float]):
+        self.into = into
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.into[name] = time.perf_counter() - self.t0
+
+        return _Ctx()
+
+
+HEADLINE = ("eval_loss", "fvd", "align_color_acc", "align_motion_acc", "pred_psnr", "pred_ssim", "pred_lpips",
+            "sample_clips_per_sec", "i3d_clips_per_sec")
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in HEADLINE if isinstance(metrics.get(k), (int, float)))
+
+
+def refresh_summary(workdir: str) -> dict[str, str]:
+    """Rewrite ``DIR/eval/summary.{csv,md,png}`` from every evaluated step."""
+    from vdm_jax.evaluation import summary
+
+    rows, bad = summary.load_step_metrics(workdir)
+    for b in bad:
+        logging.warning("summary: skipping unreadable %s", b)
+    return summary.write_summary(rows, eval_dir(workdir)) if rows else {}
+
+
+def evaluate(config: Config, workdir: str, step: int | str | None = "latest",
+             evaluator: Evaluator | None = None) -> dict[str, Any]:
+    """Evaluate one checkpoint of ``workdir`` (an int step, or 'latest'). Re-evaluates if done before."""
+    resolved = loading.resolve_step(workdir, step)
+    return (evaluator or Evaluator(config, workdir)).evaluate_step(resolved)
+
+
+def follow(config: Config, workdir: str, *, until_step: int = 0, max_idle_seconds: float = 0.0,
+           poll_seconds: float | None = None) -> list[int]:
+    """Evaluate every checkpoint of ``workdir`` once, in step order, as training writes them.
+
+    Steps already evaluated (``metrics.json`` present, e.g. before a restart) are skipped. Returns
+    when a step >= ``until_step`` (default: ``training.num_train_steps``) has been evaluated, or
+    after ``max_idle_seconds`` (> 0) without a new checkpoint. Returns the steps evaluated now.
+    """
+    until = until_step or config.training.num_train_steps
+    poll = config.evaluation.follow_poll_seconds if poll_seconds is None else poll_seconds
+    evaluator: Evaluator | None = None
+    done_now: list[int] = []
+    last_activity = time.monotonic()
+    while True:
+        steps = loading.available_steps(workdir)
+        for step in [s for s in steps if not is_evaluated(workdir, s)]:
+            evaluator = evaluator or Evaluator(config, workdir)
+            if _evaluate_if_present(evaluator, workdir, step):
+                done_now.append(step)
+            last_activity = time.monotonic()
+        finished = evaluated_steps(workdir)
+        if finished and finished[-1] >= until:
+            logging.info("follow: step %d >= %d evaluated, exiting", finished[-1], until)
+            return done_now
+        if max_idle_seconds > 0 and time.monotonic() - last_activity > max_idle_seconds:
+            logging.info("follow: no new checkpoint for %.0fs, exiting", max_idle_seconds)
+            return done_now
+        time.sleep(poll)
+
+
+def _evaluate_if_present(evaluator: Evaluator, workdir: str, step: int) -> bool:
+    """Evaluate ``step``; False when training's retention deleted it first (skipped, with a warning)."""
+    try:
+        evaluator.evaluate_step(step)
+        return True
+    except loading.EvalInputError:
+        raise
+    except Exception:
+        if step in loading.available_steps(workdir):
+            raise
+        logging.warning("checkpoint step %d was deleted by training before it was evaluated: skipped", step)
+        return False

@@ -1,0 +1,164 @@
+"""The sample CLI's library side: text to video, prediction and extension from a checkpoint alone.
+
+The model, diffusion and sampler settings come from the config saved with the checkpoint (no
+``--config``); the tokenizer from the checkpoint's tokenizer item. Several prompts give a captioned
+grid. ``cond_video``: its LAST k frames (``context_frames``) are given and the model continues them
+(prediction with reconstruction guidance, ``sampling.conditioning_method``); ``num_frames`` above
+the trained length extends autoregressively in windows of the trained length, each conditioned on
+the last k frames generated so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from vdm_jax.config import ConfigError, Config, replace
+from vdm_jax.evaluation import loading
+from vdm_jax.evaluation.generation import Generator, encode_prompts
+from vdm_jax.evaluation.loading import EvalInputError
+from vdm_jax.evaluation.video_io import VIDEO_SUFFIXES, make_grid, save_video
+
+_FLAG_OF_FIELD = {"sampling.name": "--sampler", "sampling.steps": "--steps",
+                  "sampling.guidance_weight": "--guidance"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRequest:
+    workdir: str
+    prompts: tuple[str, ...]
+    out: str
+    step: int | str | None = "latest"
+    sampler: str | None = None  # None: the checkpoint config's sampling.* values
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+    num_frames: int = 0  # 0: the trained number of frames
+    cond_video: str = ""
+    context_frames: int = 0  # 0: evaluation.prediction_context_frames of the checkpoint's config
+    fps: float = 8.0
+
+
+def load_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[str]:
+    """``--prompt`` values then the non-empty lines of ``--prompts_file``."""
+    out = [p for p in (prompts or []) if p.strip()]
+    if prompts_file:
+        try:
+            with open(prompts_file) as f:
+                out += [line.strip() for line in f if line.strip()]
+        except OSError as e:
+            raise EvalInputError(f"cannot read --prompts_file {prompts_file}: {e.strerror or e}") from None
+    if not out:
+        raise EvalInputError("give at least one --prompt or a --prompts_file with one prompt per line")
+    return out
+
+
+def read_video(path: str, resolution: int) -> np.ndarray:
+    """All frames of a video (or one image) as uint8 (T, resolution, resolution, 3): short side
+    resized to ``resolution``, centre crop. Any failure names the file."""
+    from data_pipelines.video_io import decode_image, resize_center_crop
+
+    if not os.path.isfile(path):
+        raise EvalInputError(f"cannot read conditioning video {path}: no such file")
+    try:
+        if path.lower().endswith(IMAGE_SUFFIXES):
+            return decode_image(path, resolution)[None]
+        import av
+
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            frames = [resize_center_crop(f.to_ndarray(format="rgb24"), resolution)
+                      for f in container.decode(container.streams.video[0])]
+    except Exception as e:  # PyAV/Pillow raise many types for corrupt or foreign files
+        raise EvalInputError(f"cannot read conditioning video {path}: {type(e).__name__}: {e}") from None
+    if not frames:
+        raise EvalInputError(f"cannot read conditioning video {path}: no frames decoded")
+    return np.stack(frames)
+
+
+def sampler_config(config: Config, req: SampleRequest) -> Config:
+    """The checkpoint config with the CLI's sampler overrides, validated (errors name the flag)."""
+    over: dict[str, Any] = {}
+    if req.sampler is not None:
+        over["name"] = req.sampler
+    if req.steps is not None:
+        over["steps"] = req.steps
+    if req.guidance is not None:
+        over["guidance_weight"] = req.guidance
+    try:
+        return replace(config, sampling=over) if over else config
+    except ConfigError as e:
+        flag = _FLAG_OF_FIELD.get(e.field, e.field)
+        raise EvalInputError(f"{flag}: {str(e).split(': ', 1)[-1]}") from None
+
+
+def _check_request(req: SampleRequest, config: Config) -> tuple[int, int]:
+    """(num_frames, context_frames) after defaults, validated against the trained length."""
+    window = config.data.num_frames
+    frames = req.num_frames or window
+    k = req.context_frames or min(config.evaluation.prediction_context_frames, window - 1)
+    if frames < 1:
+        raise EvalInputError(f"--num_frames must be >= 1, got {req.num_frames}")
+    limit = min(window, frames) - 1
+    if (req.cond_video or frames > window) and not 1 <= k <= limit:
+        raise EvalInputError(f"--context_frames must be in [1, {limit}] (the model was trained on {window} "
+                             f"frames; {frames} asked for), got {k}")
+    return frames, k
+
+
+def run_sample(req: SampleRequest) -> dict[str, Any]:
+    """Generate and write ``req.out``; returns what was done (path, shape, step, seconds)."""
+    if os.path.splitext(req.out)[1].lower() not in VIDEO_SUFFIXES:
+        raise EvalInputError(f"--out must end in one of {VIDEO_SUFFIXES}, got {req.out!r}")
+    start = time.time()
+    step = loading.resolve_step(req.workdir, req.step)
+    manager = loading.open_manager(req.workdir)
+    try:
+        config = sampler_config(loading.saved_config(manager, step), req)
+        frames, k = _check_request(req, config)
+        context = _context(req, config, k)
+        tokenizer = loading.saved_tokenizer(manager, step)
+        model = loading.build_inference_model(config, loading.inference_mesh(config))
+        params = loading.restore_ema_params(manager, step, model.abstract_params)
+    finally:
+        manager.close()
+    generator = Generator(config, model.bundle, config.sampling)
+    cond = encode_prompts(tokenizer, list(req.prompts), config.model.max_text_len)
+    rng = jax.random.PRNGKey(req.seed)
+    with jax.set_mesh(model.mesh):
+        videos = _generate(generator, params, cond, rng, frames, k, context, len(req.prompts))
+    from vdm_jax.training.samples import to_uint8
+
+    videos = to_uint8(videos)
+    save_video(req.out, make_grid(list(videos), captions=list(req.prompts)), fps=req.fps)
+    return {"path": req.out, "step": step, "shape": list(videos.shape), "seconds": time.time() - start,
+            "sampler": config.sampling.name.value, "steps": config.sampling.steps,
+            "guidance": config.sampling.guidance_weight}
+
+
+def _context(req: SampleRequest, config: Config, k: int) -> np.ndarray | None:
+    if not req.cond_video:
+        return None
+    video = read_video(req.cond_video, config.data.resolution)
+    if video.shape[0] < k:
+        raise EvalInputError(f"conditioning video {req.cond_video} has {video.shape[0]} frame(s), fewer than "
+                             f"--context_frames={k}")
+    return video[-k:].astype(np.float32) / 127.5 - 1.0
+
+
+def _generate(generator: Generator, params: Any, cond: dict, rng: jax.Array, frames: int, k: int,
+              context: np.ndarray | None, batch: int) -> jax.Array:
+    window = generator.frames
+    ctx = None if context is None else np.broadcast_to(context, (batch, *context.shape))
+    if frames > window:
+        return generator.extend(params, cond, rng, frames, overlap=k, context=ctx)
+    if ctx is None:
+        return generator.text_to_video(params, cond, rng, num_frames=frames)
+    return generator.predict(params, cond, ctx, rng, num_frames=frames)

@@ -1,0 +1,165 @@
+"""The evaluation tasks run on one checkpoint's EMA params (see :mod:`vdm_jax.evaluation.runner`).
+
+- eval loss at the fixed log-SNRs of ``evaluation.eval_logsnrs`` on the eval split, through the
+  training's own ``eval_step`` (one loss function for train and eval), with fixed noise per batch;
+- text to video on the eval split's first captions -> FVD against the same split's clips
+  (reference features cached) and, on ``moving_digits``, per-attribute text alignment;
+- prediction: the first ``evaluation.prediction_context_frames`` frames of test clips given,
+  the rest generated -> PSNR / SSIM / LPIPS on the generated frames.
+Inputs are fixed across steps (same clips, same captions, same seeds), so points are comparable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding
+
+from vdm_jax.config import Config
+from vdm_jax.diffusion.schedules import Schedule
+from vdm_jax.evaluation.generation import Generator, encode_prompts, generate_in_batches
+from vdm_jax.sharding import logical
+from vdm_jax.training.state import ModelBundle
+from vdm_jax.training.step import eval_step
+
+MAX_GRID_CLIPS = 16
+PREDICTION_GRID_CLIPS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalData:
+    """The eval split's first records, fixed across steps."""
+
+    videos: np.ndarray  # uint8 (N, T, H, W, 3)
+    captions: list[str]
+    attributes: list[dict] | None  # moving_digits attribute arrays per clip, else None
+    cond: dict[str, np.ndarray]  # tokenized captions
+    reference: str  # names the reference set in the FVD protocol
+
+
+def num_records_needed(config: Config) -> int:
+    e = config.evaluation
+    return max(e.num_fvd_clips if e.fvd else 0, e.num_alignment_clips, e.num_prediction_clips)
+
+
+def load_eval_data(config: Config, tokenizer: Any) -> EvalData:
+    from data_pipelines import pipeline, sources
+
+    want = num_records_needed(config)
+    records = pipeline.eval_records(config.data, want)
+    if len(records) < want:
+        logging.warning("eval split %r has %d records, fewer than the %d asked for by evaluation.*",
+                        config.data.eval_split, len(records), want)
+    if len(records) < 2:
+        raise ValueError(f"data.eval_split {config.data.eval_split!r} has {len(records)} records; "
+                         "evaluation needs at least 2")
+    captions = [r["caption"] for r in records]
+    has_attrs = config.data.dataset == "moving_digits" and "num_objects" in records[0]
+    path = sources.prepared_path(config.data)
+    name = os.path.relpath(path, sources.resolve_data_dir(config.data)) if path else config.data.dataset
+    return EvalData(videos=np.stack([r["video"] for r in records]), captions=captions,
+                    attributes=records if has_attrs else None,
+                    cond=encode_prompts(tokenizer, captions, config.model.max_text_len),
+                    reference=f"{name}/{config.data.eval_split}")
+
+
+def _batch_sharding(mesh: jax.sharding.Mesh, rules: Any, batch: int) -> NamedSharding:
+    """The batch axis over (data, fsdp) where it divides, replicated otherwise."""
+    spec = logical.logical_to_spec(("act_batch",), rules, shape=(batch,), axis_sizes=dict(mesh.shape))
+    return NamedSharding(mesh, spec)
+
+
+class LossEvaluator:
+    """Mean eval loss per fixed log-SNR over the eval split (``evaluation.loss_batches`` batches)."""
+
+    def __init__(self, config: Config, bundle: ModelBundle, mesh: jax.sharding.Mesh):
+        self.config, self.mesh = config, mesh
+        schedule = Schedule.from_config(config.diffusion, config.data.resolution)
+        self._fn = jax.jit(lambda p, b, r: eval_step(p, b, r, config=config, bundle=bundle, schedule=schedule))
+
+    def __call__(self, params: Any, tokenizer: Any) -> dict[str, float]:
+        from data_pipelines import pipeline
+
+        c, e = self.config, self.config.evaluation
+        batches = pipeline.make_eval_iterator(
+            c.data, global_batch_size=e.batch_size, process_index=jax.process_index(),
+            process_count=jax.process_count(), tokenizer=tokenizer, max_text_len=c.model.max_text_len,
+            num_batches=e.loss_batches or None)
+        sharding = _batch_sharding(self.mesh, c.mesh.rules, e.batch_size)
+        totals, n = None, 0
+        for i, batch in enumerate(batches):
+            losses = self._fn(params, pipeline.to_global_batch(batch, sharding), jax.random.PRNGKey(1000 + i))
+            totals = losses if totals is None else totals + losses
+            n += 1
+        per_level = np.asarray(jax.device_get(totals), np.float64) / n
+        out = {f"eval_loss_logsnr_{lv:g}": float(v) for lv, v in zip(e.eval_logsnrs, per_level)}
+        out.update(eval_loss=float(per_level.mean()), eval_loss_clips=n * e.batch_size)
+        return out
+
+
+def text_to_video(generator: Generator, params: Any, data: EvalData, n: int, config: Config
+                  ) -> tuple[np.ndarray, float]:
+    """uint8 clips for the first ``n`` captions (fixed seed per batch) and the clips/s reached."""
+    key = jax.random.PRNGKey(config.evaluation.seed)
+    cond = {k: v[:n] for k, v in data.cond.items()}
+    return generate_in_batches(
+        lambda c, i: generator.text_to_video(params, c, jax.random.fold_in(key, i)), cond,
+        config.evaluation.batch_size)
+
+
+def fvd_metrics(extractor: Any, generated: np.ndarray, data: EvalData, cache_dir: str) -> dict[str, Any]:
+    """FVD of ``generated`` vs the same number of eval-split clips (reference stats cached)."""
+    from vdm_jax.evaluation import fvd
+
+    n = len(generated)
+    mu, sigma, protocol = fvd.reference_stats(extractor, data.videos[:n], cache_dir, data.reference)
+    t0 = time.perf_counter()
+    out = fvd.compute_fvd(extractor, generated, mu, sigma, protocol)
+    out["i3d_clips_per_sec"] = n / (time.perf_counter() - t0)
+    return out
+
+
+def alignment_metrics(generated: np.ndarray, data: EvalData, config: Config) -> dict[str, float]:
+    from vdm_jax.evaluation.alignment import score_alignment
+
+    n = min(len(generated), config.evaluation.num_alignment_clips)
+    return score_alignment(list(generated[:n]), data.attributes[:n], max_objects=config.data.max_objects)
+
+
+def prediction(generator: Generator, params: Any, data: EvalData, config: Config, lpips: Any
+               ) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics on the generated frames given the first k, and the generated uint8 clips."""
+    from vdm_jax.evaluation.image_metrics import prediction_metrics
+
+    e = config.evaluation
+    k, n = e.prediction_context_frames, min(e.num_prediction_clips, len(data.videos))
+    key = jax.random.fold_in(jax.random.PRNGKey(e.seed), 10_000)
+    inputs = {"context": data.videos[:n, :k].astype(np.float32) / 127.5 - 1.0,
+              **{name: v[:n] for name, v in data.cond.items()}}
+
+    def run(chunk, i):
+        cond = {name: chunk[name] for name in data.cond}
+        return generator.predict(params, cond, chunk["context"], jax.random.fold_in(key, i))
+
+    generated, _ = generate_in_batches(run, inputs, e.batch_size)
+    metrics = prediction_metrics(generated, data.videos[:n], k, lpips_fn=lpips)
+    out = {f"pred_{name}": v for name, v in metrics.items()}
+    out.update(pred_context_frames=k, pred_num_clips=n, pred_method=generator.sampler.conditioning_method)
+    if lpips is not None:
+        out["pred_lpips_input_size"] = list(lpips.input_size(*generated.shape[2:4]))
+    return out, generated
+
+
+def prediction_grid(real: np.ndarray, generated: np.ndarray, captions: list[str], k: int) -> tuple[list, list]:
+    """Clips and captions for a grid: each real clip next to its prediction from the first k frames."""
+    clips, labels = [], []
+    for i in range(min(PREDICTION_GRID_CLIPS, len(generated))):
+        clips += [real[i], generated[i]]
+        labels += [f"real: {captions[i]}", f"predicted from {k} frame(s)"]
+    return clips, labels
