@@ -75,7 +75,8 @@ def memory_stats(devices: Sequence) -> dict[str, int | None]:
 def xla_memory(compiled) -> dict[str, int]:
     """Per-device sizes from XLA's buffer assignment (``compiled.memory_analysis()``)."""
     mem = compiled.memory_analysis()
-    vals = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0) for k in ("argument", "output", "alias", "temp")}
+    vals = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
+            for k in ("argument", "output", "alias", "temp")}
     live = vals["argument"] + vals["output"] - vals["alias"] + vals["temp"]
     return {"xla_argument_bytes": vals["argument"], "xla_temp_bytes": vals["temp"],
             "xla_peak_bytes": max(int(getattr(mem, "peak_memory_in_bytes", 0) or 0), live)}
@@ -101,4 +102,5 @@ def summarize_times(times: Sequence[float]) -> dict[str, float]:
 def is_oom(error: BaseException) -> bool:
     """Whether an exception from XLA is an out-of-memory error."""
     text = f"{type(error).__name__} {error}".lower()
-    return any(s in text for s in ("resource_exhausted", "resource exhausted", "out of memory", "failed to allocate"))
+    needles = ("resource_exhausted", "resource exhausted", "out of memory", "failed to allocate")
+    return any(s in text for s in needles)

@@ -99,10 +99,12 @@ def make_inputs(cfg: ModelConfig, b: int, t: int):
 def time_fwd_bwd(graphdef, state, x, logsnr, kw, steps: int, warmup: int) -> list[float]:
     @jax.jit
     def step(state, x, logsnr, kw):
-        def loss(s):
-            out = nnx.merge(graphdef, s)(x, logsnr, deterministic=False, **kw).prediction
+        params, rest = nnx.split_state(state, nnx.Param, ...)
+
+        def loss(p, r):  # r (dropout RNG state) is an argument so that it is traced here
+            out = nnx.merge(graphdef, p, r)(x, logsnr, deterministic=False, **kw).prediction
             return jnp.mean(jnp.square(out - x))
-        return jax.value_and_grad(loss)(state)
+        return jax.value_and_grad(loss)(params, rest)
 
     for _ in range(warmup):
         jax.block_until_ready(step(state, x, logsnr, kw))

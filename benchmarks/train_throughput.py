@@ -28,6 +28,7 @@ from launch import xla_flags
 _XLA_FLAGS_ADDED = xla_flags.set_default_gpu_flags()  # before JAX creates its backends
 
 import dataclasses  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -45,22 +46,6 @@ from vdm_jax.models.flops import forward_flops  # noqa: E402
 from vdm_jax.sharding.mesh import describe, make_mesh  # noqa: E402
 from vdm_jax.training.state import count_params, create_train_state  # noqa: E402
 from vdm_jax.training.step import train_step  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/vdm_ucf101.py[:ARG].",
-                                          lock_config=True)
-_BATCH = flags.DEFINE_integer("batch", 0, "Global batch size (0: the config's training.global_batch_size).")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (the median is reported).")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Steps run before timing (after the compile).")
-_DEVICES = flags.DEFINE_integer("devices", 0, "Local devices in the mesh (0: all).")
-_FIND_MAX = flags.DEFINE_boolean("find_max_batch", False, "Also find the largest batch that fits.")
-_MAX_LIMIT = flags.DEFINE_integer("max_batch_limit", 4096, "--find_max_batch never tries more than this.")
-_MAX_PROBES = flags.DEFINE_integer("max_batch_probes", 6, "--find_max_batch: at most this many compiles.")
-_BUDGET = flags.DEFINE_float("memory_budget_gb", 0.0, "Per-device memory budget (1e9 bytes) for "
-                             "--find_max_batch (default: the allocator's limit on the device).")
-_ESTIMATE_GB = flags.DEFINE_float("estimate_budget_gb", 76.0, "Also estimate the largest batch for this "
-                                  "per-device budget (default ~ an 80 GB H100's usable memory).")
-_PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "Capture a jax.profiler trace of a few steps here.")
-_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 3, "Steps in the --profile_dir trace.")
 
 # Compile options for memory probes: skip GEMM/conv autotuning (it only picks faster kernels).
 _FAST_COMPILE = {"xla_gpu_autotune_level": 0}
@@ -83,12 +68,39 @@ def jit_step(config: vconfig.Config, bundle, state_sh, batch_sh, replicated):
     """The train step jitted as the training loop jits it (explicit shardings, donated state)."""
     schedule = Schedule.from_config(config.diffusion, config.data.resolution)
     return jax.jit(lambda s, b: train_step(s, b, config=config, bundle=bundle, schedule=schedule),
-                   in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated), donate_argnums=(0,))
+                   in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),
+                   donate_argnums=(0,))
 
 
 def step_flops(config: vconfig.Config, batch: int) -> float:
     d = config.data
-    return 3.0 * forward_flops(config.model, batch, d.num_frames + d.images_per_video, d.resolution, d.resolution)
+    frames = d.num_frames + d.images_per_video
+    return 3.0 * forward_flops(config.model, batch, frames, d.resolution, d.resolution)
+
+
+class _Stepper:
+    """Calls the compiled step on its own (donated) state: ``stepper() -> (state, metrics)``."""
+
+    def __init__(self, compiled, state, data):
+        self.compiled, self.state, self.data, self.metrics = compiled, state, data, None
+
+    def __call__(self):
+        self.state, self.metrics = self.compiled(self.state, self.data)
+        return self.state, self.metrics
+
+
+def _profile(stepper: _Stepper, profile_dir: str, steps: int) -> str | None:
+    """Trace ``steps`` steps into ``profile_dir``; a profiler failure is returned, never raised."""
+    try:
+        jax.profiler.start_trace(profile_dir)
+        try:
+            for _ in range(steps):
+                jax.block_until_ready(stepper())
+        finally:
+            jax.profiler.stop_trace()
+    except Exception as e:  # noqa: BLE001 - e.g. CUPTI missing: the timings above still stand
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return None
 
 
 def run(config: vconfig.Config, batch: int, *, steps: int = 10, warmup: int = 3, devices: list | None = None,
@@ -109,22 +121,13 @@ def run(config: vconfig.Config, batch: int, *, steps: int = 10, warmup: int = 3,
         t0 = time.perf_counter()
         compiled = jit_step(config, bundle, state_sh, batch_sh, replicated).lower(state, data).compile()
         compile_s = time.perf_counter() - t0
-        box = {"state": state}
-        del state
-
-        def one_step():
-            box["state"], box["metrics"] = compiled(box["state"], data)
-            return box["state"], box["metrics"]
-
-        times = common.time_steps(one_step, steps, warmup)
-        if profile_dir:
-            jax.profiler.start_trace(profile_dir)
-            for _ in range(profile_steps):
-                jax.block_until_ready(one_step())
-            jax.profiler.stop_trace()
-    metrics = {k: float(v) for k, v in jax.device_get(box["metrics"]).items()}
-    n_params = count_params(box["state"].params)
-    del box
+        stepper = _Stepper(compiled, state, data)
+        del state  # donated: the stepper owns the only reference
+        times = common.time_steps(stepper, steps, warmup)
+        profile_error = _profile(stepper, profile_dir, profile_steps) if profile_dir else None
+    metrics = {k: float(v) for k, v in jax.device_get(stepper.metrics).items()}
+    n_params = count_params(stepper.state.params)
+    del stepper  # free the device memory before a next run in this process
     summary = common.summarize_times(times)
     flops = step_flops(config, batch)
     peak = common.peak_flops_per_device(devices[0])
@@ -140,10 +143,13 @@ def run(config: vconfig.Config, batch: int, *, steps: int = 10, warmup: int = 3,
         "clips_per_s": batch / dt, "flops_per_step": flops,
         "tflops_per_s_per_device": flops / dt / len(devices) / 1e12,
         "peak_flops_per_device": peak, "mfu": flops / (dt * peak * len(devices)) if peak else None,
-        "compile_s": compile_s, "init_s": init_s, **common.memory_stats(devices), **common.xla_memory(compiled),
+        "compile_s": compile_s, "init_s": init_s, **common.memory_stats(devices),
+        **common.xla_memory(compiled),
         "loss": metrics.get("loss"), "grad_norm": metrics.get("grad_norm"),
         "xla_flags_added": list(_XLA_FLAGS_ADDED),
     }
+    if profile_dir:
+        result.update(profile_dir=profile_dir, profile_error=profile_error)
     return result
 
 
@@ -172,23 +178,38 @@ def _linear_fit(probes: dict[int, int]) -> tuple[float, float] | None:
 
 
 def search_max_batch(probe, start: int, granule: int, budget: float, limit: int, max_probes: int) -> dict:
-    """Doubling from ``start``, then bisection (multiples of ``granule``), on ``probe(batch) -> bytes``."""
+    """Largest batch with ``probe(batch) <= budget``: doubling up (or halving down) from ``start``, then
+    bisection in multiples of ``granule``; at most ``max_probes`` calls of ``probe(batch) -> bytes``."""
     probes: dict[int, int] = {}
+
+    def fits(b: int) -> bool:
+        if b not in probes:
+            probes[b] = probe(b)
+        return probes[b] <= budget
+
+    lo = hi = None
     b = start
-    while b <= limit and len(probes) < max_probes:
-        probes[b] = probe(b)
-        if probes[b] > budget:
-            break
-        b *= 2
-    fits = [k for k, v in probes.items() if v <= budget]
-    over = [k for k, v in probes.items() if v > budget]
-    lo, hi = (max(fits) if fits else None), (min(over) if over else None)
+    if fits(b):
+        lo = b
+        while len(probes) < max_probes and 2 * b <= limit:
+            b *= 2
+            if not fits(b):
+                hi = b
+                break
+            lo = b
+    else:
+        hi = b
+        while len(probes) < max_probes and b // 2 // granule * granule >= granule:
+            b = b // 2 // granule * granule
+            if fits(b):
+                lo = b
+                break
+            hi = b
     while lo is not None and hi is not None and len(probes) < max_probes:
         mid = (lo + hi) // 2 // granule * granule
         if mid <= lo:
             break
-        probes[mid] = probe(mid)
-        lo, hi = (mid, hi) if probes[mid] <= budget else (lo, mid)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return {"max_batch_predicted": lo, "first_over_budget": hi,
             "probes": {str(k): v for k, v in sorted(probes.items())}, "fit": _linear_fit(probes)}
 
@@ -215,6 +236,7 @@ def find_max_batch(config: vconfig.Config, devices: list, start: int, budget: fl
         except Exception as e:  # noqa: BLE001 - only OOM is expected; anything else is re-raised
             if not common.is_oom(e):
                 raise
+            gc.collect()  # drop the failed attempt's buffers before the next one
             candidate = max(0, candidate - max(granule, candidate // 8) // granule * granule)
             continue
         out.update(max_batch=candidate, max_batch_run={k: res[k] for k in (
@@ -231,35 +253,67 @@ def _print_summary(r: dict[str, Any]) -> None:
           f"{r['num_devices']} x {r['device_kind']} ({r['mesh']})")
     print(f"  step {1e3 * r['step_time_s']:.1f} ms (median of {r['steps']}), {r['clips_per_s']:.2f} clips/s, "
           f"{r['tflops_per_s_per_device']:.1f} TFLOP/s per device, MFU {mfu}")
-    print(f"  compile {r['compile_s']:.1f} s, peak memory {mem} (XLA peak {r['xla_peak_bytes'] / 1e9:.2f} GB), "
-          f"loss {r['loss']:.4f}")
+    print(f"  compile {r['compile_s']:.1f} s, peak memory {mem} "
+          f"(XLA peak {r['xla_peak_bytes'] / 1e9:.2f} GB), loss {r['loss']:.4f}")
+
+
+def _define_flags() -> None:
+    """Command-line flags (defined only when run as a program, so importing this module is free)."""
+    config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/vdm_ucf101.py[:ARG].",
+                                    lock_config=True)
+    flags.DEFINE_integer("batch", 0, "Global batch size (0: the config's training.global_batch_size).")
+    flags.DEFINE_integer("steps", 10, "Timed steps (median reported); 0: none (with --find_max_batch).")
+    flags.DEFINE_integer("warmup", 3, "Steps run before timing (after the compile).")
+    flags.DEFINE_integer("devices", 0, "Local devices in the mesh (0: all).")
+    flags.DEFINE_boolean("find_max_batch", False, "Also find the largest batch that fits.")
+    flags.DEFINE_integer("max_batch_limit", 4096, "--find_max_batch never tries more than this.")
+    flags.DEFINE_integer("max_batch_probes", 6, "--find_max_batch: at most this many compiles.")
+    flags.DEFINE_float("memory_budget_gb", 0.0, "Per-device memory budget (1e9 bytes) for --find_max_batch "
+                       "(default: the allocator's limit on the device).")
+    flags.DEFINE_float("estimate_budget_gb", 76.0, "Also estimate the largest batch for this per-device "
+                       "budget (default ~ an 80 GB H100's usable memory).")
+    flags.DEFINE_string("profile_dir", "", "Capture a jax.profiler trace of a few steps here.")
+    flags.DEFINE_integer("profile_steps", 3, "Steps in the --profile_dir trace.")
+
+
+def _max_batch(config: vconfig.Config, devices: list, batch: int, limit_bytes: int | None) -> dict[str, Any]:
+    F = flags.FLAGS
+    budget = F.memory_budget_gb * 1e9 or limit_bytes
+    if not budget:
+        raise ValueError("--find_max_batch needs a memory limit: this device reports none; "
+                         "pass --memory_budget_gb")
+    found = find_max_batch(config, devices, batch, float(budget), limit=F.max_batch_limit,
+                           max_probes=F.max_batch_probes, estimate_budget=F.estimate_budget_gb * 1e9)
+    print(f"  largest batch that fits: {found['max_batch']} (predicted {found['max_batch_predicted']}, "
+          f"budget {budget / 1e9:.1f} GB); estimate for {F.estimate_budget_gb:.0f} GB: "
+          f"{found.get('max_batch_estimate')}")
+    return found
 
 
 def main(argv):
+    F = flags.FLAGS
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None:
+    if F.config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/vdm_ucf101.py")
+    if F.steps == 0 and not F.find_max_batch:
+        raise app.UsageError("--steps=0 (no timed run) only makes sense with --find_max_batch")
     try:
-        config = vconfig.from_configdict(_CONFIG.value)
-        devices = common.select_devices(_DEVICES.value)
-        batch = _BATCH.value or config.training.global_batch_size
-        result = run(config, batch, steps=_STEPS.value, warmup=_WARMUP.value, devices=devices,
-                     profile_dir=_PROFILE_DIR.value, profile_steps=_PROFILE_STEPS.value)
+        config = vconfig.from_configdict(F.config)
+        devices = common.select_devices(F.devices)
+        batch = F.batch or config.training.global_batch_size
+        if F.steps:
+            result = run(config, batch, steps=F.steps, warmup=F.warmup, devices=devices,
+                         profile_dir=F.profile_dir, profile_steps=F.profile_steps)
+            _print_summary(result)
+        else:
+            result = {"benchmark": "train_throughput", "config": config.name, "platform": devices[0].platform,
+                      "device_kind": devices[0].device_kind, "num_devices": len(devices), "batch": batch,
+                      **common.memory_stats(devices)}
+        if F.find_max_batch:
+            result["find_max_batch"] = _max_batch(config, devices, batch, result["memory_limit_bytes"])
     except (vconfig.ConfigError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    _print_summary(result)
-    if _FIND_MAX.value:
-        budget = _BUDGET.value * 1e9 or result["memory_limit_bytes"]
-        if not budget:
-            raise SystemExit("error: --find_max_batch needs a memory limit: this device reports none, "
-                             "pass --memory_budget_gb")
-        found = find_max_batch(config, devices, batch, float(budget), limit=_MAX_LIMIT.value,
-                               max_probes=_MAX_PROBES.value, estimate_budget=_ESTIMATE_GB.value * 1e9)
-        result["find_max_batch"] = found
-        print(f"  largest batch that fits: {found['max_batch']} (predicted {found['max_batch_predicted']}, "
-              f"budget {budget / 1e9:.1f} GB); estimate for {_ESTIMATE_GB.value:.0f} GB: "
-              f"{found.get('max_batch_estimate')}")
     print(json.dumps(result, default=_json_default))
 
 
@@ -272,4 +326,5 @@ def _json_default(x: Any) -> Any:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -26,8 +26,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir (holds checkpoints/).")
 _STEP = flags.DEFINE_string("step", "latest", "Checkpoint step to evaluate: an integer or 'latest'.")
 _FOLLOW = flags.DEFINE_bool("follow", False, "Evaluate every new checkpoint as training writes it.")
-_UNTIL = flags.DEFINE_integer("follow_until_step", 0,
-                              "--follow exits once a step >= this is evaluated (0: training.num_train_steps).")
+_UNTIL = flags.DEFINE_integer(
+    "follow_until_step", 0, "--follow exits once a step >= this is evaluated (0: training.num_train_steps).")
 _MAX_IDLE = flags.DEFINE_float("max_idle_seconds", 0.0,
                                "--follow exits after this long without a new checkpoint (0: never).")
 _POLL = flags.DEFINE_float("poll_seconds", None, "Poll interval (default: evaluation.follow_poll_seconds).")

@@ -55,9 +55,7 @@ def main(argv: list[str]) -> None:
         result = sampling.run_sample(request)
     except EvalInputError as e:
         sys.exit(f"error: {e}")
-    except ValueError as e:  # e.g. a bad --fps
-        sys.exit(f"error: {e}")
-    print(f"wrote {result['path']}: {len(prompts)} video(s) of {result['shape'][1]} frames from step "
+    print(f"wrote {result['path']}: {len(prompts)} video(s) of {result['videos'].shape[1]} frames from step "
           f"{result['step']} ({result['sampler']}, {result['steps']} steps, guidance {result['guidance']:g}) "
           f"in {result['seconds']:.1f}s")
 

@@ -55,7 +55,8 @@ def merge_flags(existing: str, defaults: tuple[str, ...]) -> tuple[str, list[str
     return " ".join([*existing.split(), *added]), added
 
 
-def set_default_gpu_flags(environ: MutableMapping[str, str] | None = None, *, force: bool = False) -> list[str]:
+def set_default_gpu_flags(environ: MutableMapping[str, str] | None = None, *,
+                          force: bool = False) -> list[str]:
     """Add the missing :data:`DEFAULT_GPU_FLAGS` to ``XLA_FLAGS`` when a GPU is present.
 
     Returns the flags added (empty when none). ``force`` skips the GPU detection (tests).

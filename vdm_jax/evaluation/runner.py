@@ -111,7 +111,8 @@ class Evaluator:
         if jax.process_index() == 0:
             _write_json_atomic(metrics_path(self.workdir, step), metrics)  # last: marks the step done
             with open(os.path.join(eval_dir(self.workdir), LOG_NAME), "a") as f:
-                f.write(json.dumps({"step": step, "time": time.time(), "seconds": metrics["eval_seconds"]}) + "\n")
+                entry = {"step": step, "time": time.time(), "seconds": metrics["eval_seconds"]}
+                f.write(json.dumps(entry) + "\n")
             refresh_summary(self.workdir)
         logging.info("evaluated step %d in %.1fs: %s", step, metrics["eval_seconds"], headline(metrics))
         return metrics
@@ -124,7 +125,7 @@ class Evaluator:
         timer = _Timer(out["seconds"])
         with timer("eval_loss"):
             out.update(self.loss(params, tokenizer))
-        n_t2v = min(len(data.videos), max(e.num_fvd_clips if e.fvd else 0, tasks.MAX_GRID_CLIPS,
+        n_t2v = min(len(data.videos), max(e.num_fvd_clips if e.fvd else 0, e.batch_size,
                                           e.num_alignment_clips if data.attributes else 0))
         with timer("text_to_video"):
             generated, rate = tasks.text_to_video(self.generator, params, data, n_t2v, c)

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from vdm_jax.config import ConfigError, Config, replace
+from vdm_jax.config import Config, ConfigError, replace
 from vdm_jax.evaluation import loading
 from vdm_jax.evaluation.generation import Generator, encode_prompts
 from vdm_jax.evaluation.loading import EvalInputError
@@ -114,9 +114,12 @@ def _check_request(req: SampleRequest, config: Config) -> tuple[int, int]:
 
 
 def run_sample(req: SampleRequest) -> dict[str, Any]:
-    """Generate and write ``req.out``; returns what was done (path, shape, step, seconds)."""
+    """Generate and write ``req.out``; returns what was done (path, step, sampler, seconds) and the
+    generated ``videos`` (uint8 (B, T, H, W, 3), before the grid)."""
     if os.path.splitext(req.out)[1].lower() not in VIDEO_SUFFIXES:
         raise EvalInputError(f"--out must end in one of {VIDEO_SUFFIXES}, got {req.out!r}")
+    if not req.fps > 0:
+        raise EvalInputError(f"--fps must be > 0, got {req.fps}")
     start = time.time()
     step = loading.resolve_step(req.workdir, req.step)
     manager = loading.open_manager(req.workdir)
@@ -138,7 +141,7 @@ def run_sample(req: SampleRequest) -> dict[str, Any]:
 
     videos = to_uint8(videos)
     save_video(req.out, make_grid(list(videos), captions=list(req.prompts)), fps=req.fps)
-    return {"path": req.out, "step": step, "shape": list(videos.shape), "seconds": time.time() - start,
+    return {"path": req.out, "step": step, "videos": videos, "seconds": time.time() - start,
             "sampler": config.sampling.name.value, "steps": config.sampling.steps,
             "guidance": config.sampling.guidance_weight}
 

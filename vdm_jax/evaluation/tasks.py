@@ -81,7 +81,8 @@ class LossEvaluator:
     def __init__(self, config: Config, bundle: ModelBundle, mesh: jax.sharding.Mesh):
         self.config, self.mesh = config, mesh
         schedule = Schedule.from_config(config.diffusion, config.data.resolution)
-        self._fn = jax.jit(lambda p, b, r: eval_step(p, b, r, config=config, bundle=bundle, schedule=schedule))
+        self._fn = jax.jit(lambda p, b, r: eval_step(p, b, r, config=config, bundle=bundle,
+                                                     schedule=schedule))
 
     def __call__(self, params: Any, tokenizer: Any) -> dict[str, float]:
         from data_pipelines import pipeline
@@ -156,7 +157,8 @@ def prediction(generator: Generator, params: Any, data: EvalData, config: Config
     return out, generated
 
 
-def prediction_grid(real: np.ndarray, generated: np.ndarray, captions: list[str], k: int) -> tuple[list, list]:
+def prediction_grid(real: np.ndarray, generated: np.ndarray, captions: list[str], k: int
+                    ) -> tuple[list, list]:
     """Clips and captions for a grid: each real clip next to its prediction from the first k frames."""
     clips, labels = [], []
     for i in range(min(PREDICTION_GRID_CLIPS, len(generated))):

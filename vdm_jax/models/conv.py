@@ -6,8 +6,8 @@ with the same gradients:
 
 * input gradient = forward conv of the output gradient with the spatially flipped kernel whose
   in/out channels are swapped (exact for stride 1, odd kernels and symmetric 'SAME' padding);
-* weight gradient = one im2col matmul: the k*k shifted views of the padded input, concatenated on
-  the channel axis, contracted with the output gradient over (batch, height, width).
+* weight gradient = im2col matmuls: the k width-shifted views of the padded input concatenated on
+  channels, one matmul with the output gradient per height tap (see :func:`_weight_grad`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,20 @@ def conv2d(x: jax.Array, w: jax.Array) -> jax.Array:
     return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DIMS)
 
 
-def _im2col(x: jax.Array, k: int) -> jax.Array:
-    """(N, H, W, C) -> (N, H, W, k*k*C), patch order (kh, kw, c) to match an HWIO kernel."""
+def _weight_grad(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
+    """dL/dW (k, k, Ci, Co) of a stride-1 'SAME' conv by im2col matmuls.
+
+    The k width-shifted views of the padded input are concatenated on channels (k x the input's
+    memory, not k*k x), then each of the k height taps is one (k*Ci, N*H*W) x (N*H*W, Co) matmul.
+    """
     p = k // 2
-    n, h, w, _ = x.shape
+    n, h, w, c = x.shape
     xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    views = [xp[:, i:i + h, j:j + w, :] for i in range(k) for j in range(k)]
-    return jnp.concatenate(views, axis=-1)
+    cols = jnp.concatenate([xp[:, :, j:j + w, :] for j in range(k)], axis=-1)  # (N, H+2p, W, k*Ci)
+    g2 = g.reshape(-1, g.shape[-1])
+    rows = [jnp.einsum("mp,mo->po", cols[:, i:i + h].reshape(-1, k * c), g2,
+                       preferred_element_type=jnp.float32) for i in range(k)]
+    return jnp.stack(rows).reshape(k, k, c, g.shape[-1])
 
 
 @jax.custom_vjp
@@ -49,12 +56,7 @@ def _bwd(res, g):
         raise ValueError(f"conv2d_fast_grad needs an odd square kernel, got {w.shape[:2]}")
     w_t = jnp.flip(w, axis=(0, 1)).swapaxes(2, 3)  # (k, k, Co, Ci)
     dx = conv2d(g.astype(w.dtype), w_t).astype(x.dtype)
-    if k == 1:
-        dw = jnp.einsum("nhwi,nhwo->io", x, g, preferred_element_type=jnp.float32)
-    else:
-        cols = _im2col(x, k)
-        dw = jnp.einsum("nhwp,nhwo->po", cols, g, preferred_element_type=jnp.float32)
-    dw = dw.reshape(w.shape).astype(w.dtype)
+    dw = _weight_grad(x, g.astype(x.dtype), k).astype(w.dtype)
     return dx, dw
 
 

@@ -71,9 +71,12 @@ def write_config(config: Config, workdir: str) -> None:
             json.dump(to_dict(config), f, indent=2)
 
 
-def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
-    """Train ``config`` in ``workdir`` (resuming if possible). Returns the last logged metrics."""
-    mesh = make_mesh(config.mesh)
+def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = None) -> dict[str, Any]:
+    """Train ``config`` in ``workdir`` (resuming if possible). Returns the last logged metrics.
+
+    ``devices`` (default: all of ``jax.devices()``) are the devices the mesh is built from.
+    """
+    mesh = make_mesh(config.mesh, devices)
     data_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if config.training.global_batch_size % (data_shards * config.training.microbatches):
         from vdm_jax.config import ConfigError
@@ -138,7 +141,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
                     sps = steps_since / dt if dt > 0 else 0.0
                     vals.update(steps_per_sec=sps, clips_per_sec=sps * config.training.global_batch_size)
                     if peak:
-                        vals["mfu"] = vals["clips_per_sec"] * flops_per_clip / (peak * jax.device_count())
+                        vals["mfu"] = vals["clips_per_sec"] * flops_per_clip / (peak * mesh.size)
                     writer.write(step, vals)
                     progress.report(step, vals)
                     last = {"step": step, **vals}

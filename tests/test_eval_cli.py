@@ -1,0 +1,139 @@
+"""launch.evaluate on real smoke checkpoints: --follow next to a training process, --step, bad input.
+
+One training run (subprocess, 2 devices) and one follower (subprocess, 1 device, started before
+any checkpoint exists) run side by side; the follower must evaluate each checkpoint once.
+"""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import test_eval_cli_common as common
+from vdm_jax.evaluation import alignment, loading, runner
+
+EXPECTED_KEYS = {"step", "eval_loss", "eval_loss_logsnr_-4", "eval_loss_logsnr_0", "eval_loss_logsnr_4",
+                 "align_color_acc", "align_color_chance", "align_motion_acc", "align_motion_chance",
+                 "align_count_acc", "pred_psnr", "pred_ssim", "pred_lpips", "pred_context_frames",
+                 "sample_clips_per_sec", "eval_seconds", "sampler", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def followed(tmp_path_factory):
+    """Train (subprocess) while ``launch.evaluate --follow`` (subprocess) evaluates each checkpoint."""
+    root, workdir, data_dir = common.shared_dirs(tmp_path_factory)
+    root.mkdir(parents=True, exist_ok=True)
+    assert not (workdir / "checkpoints").exists()
+    follower = common.start("launch.evaluate", common.eval_args(
+        workdir, data_dir, "--follow", "--poll_seconds=0.5", "--max_idle_seconds=400"), 1, root / "follow.log",
+        cache_dir=root / "jax_cache")
+    trainer = common.start("launch.train", common.train_args(workdir, data_dir), common.TRAIN_DEVICES,
+                           root / "train.log")
+    common.wait(trainer, root / "train.log", "training")
+    (root / "trained.ok").write_text("ok")
+    log = common.wait(follower, root / "follow.log", "evaluate --follow")
+    return workdir, data_dir, log
+
+
+def test_follow_evaluates_each_new_checkpoint_once(followed):
+    workdir, _, log = followed
+    assert loading.available_steps(str(workdir)) == common.CHECKPOINT_STEPS
+    entries = [json.loads(line) for line in (workdir / "eval" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in entries] == common.CHECKPOINT_STEPS, entries
+    assert "evaluated steps [3, 6]" in log
+    for step in common.CHECKPOINT_STEPS:
+        metrics = json.loads((workdir / "eval" / f"step_{step}" / "metrics.json").read_text())
+        assert EXPECTED_KEYS <= set(metrics), sorted(EXPECTED_KEYS - set(metrics))
+        assert metrics["step"] == step
+        assert 0 < metrics["eval_loss"] < 10 and math.isfinite(metrics["pred_psnr"])
+        assert 0 <= metrics["align_color_acc"] <= 1 and 0 < metrics["align_color_chance"] < 1
+        # motion is scored only where the caption's colour was found: NaN when nothing was scored
+        assert (metrics["align_motion_n"] == 0) == math.isnan(metrics["align_motion_acc"])
+        gif = Image.open(workdir / "eval" / f"step_{step}" / "samples.gif")
+        assert gif.n_frames == 4  # smoke: 4-frame clips
+    # The summary covers both steps.
+    csv_rows = (workdir / "eval" / "summary.csv").read_text().splitlines()
+    assert len(csv_rows) == 3 and csv_rows[0].startswith("step,")
+    assert (workdir / "eval" / "summary.png").stat().st_size > 1000
+
+
+def test_restarted_follower_does_not_reevaluate(followed):
+    workdir, data_dir, _ = followed
+    config = _config(data_dir)
+    assert runner.follow(config, str(workdir), max_idle_seconds=0.1, poll_seconds=0.05) == []
+    lines = (workdir / "eval" / "log.jsonl").read_text().splitlines()
+    assert len(lines) == len(common.CHECKPOINT_STEPS)
+
+
+def test_evaluate_step_writes_metrics_reproducibly(followed, tmp_path):
+    """``--step=3`` on a copy of the checkpoints: metrics.json with the expected keys, and the same
+    fixed-noise numbers as the follower got (compiled programs come from the follower's JAX cache)."""
+    workdir, data_dir, _ = followed
+    copy = tmp_path / "work"
+    shutil.copytree(workdir / "checkpoints", copy / "checkpoints")
+    r = common.run("launch.evaluate", common.eval_args(copy, data_dir, "--step=3"),
+                   cache_dir=workdir.parent / "jax_cache")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"wrote {copy}/eval/step_3/metrics.json" in r.stdout
+    metrics = json.loads((copy / "eval" / "step_3" / "metrics.json").read_text())
+    before = json.loads((workdir / "eval" / "step_3" / "metrics.json").read_text())
+    assert EXPECTED_KEYS <= set(metrics)
+    for key in ("eval_loss", "pred_psnr", "pred_ssim", "pred_lpips"):
+        assert metrics[key] == pytest.approx(before[key], rel=1e-4), key
+    assert not (copy / "eval" / "step_6").exists()  # only the asked step
+
+
+def test_missing_step_names_existing_steps(followed):
+    workdir, data_dir, _ = followed
+    r = common.run("launch.evaluate", common.eval_args(workdir, data_dir, "--step=5"))
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert lines == [f"error: no checkpoint for step 5 in {workdir}/checkpoints; existing steps: [3, 6]"]
+
+
+def test_config_mismatch_names_the_field(followed):
+    workdir, data_dir, _ = followed
+    r = common.run("launch.evaluate", common.eval_args(workdir, data_dir, "--config.model.base_channels=16"))
+    assert r.returncode != 0
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "model.base_channels is 16 in --config but 8 in the checkpoint" in err[0], r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Units (no checkpoint needed)
+# ---------------------------------------------------------------------------------------------
+
+
+def _config(data_dir, **sections):
+    from configs import moving_digits
+    from vdm_jax.config import from_configdict, replace
+
+    cfg = from_configdict(moving_digits.get_config("smoke"))
+    return replace(cfg, data={"data_dir": str(data_dir)}, evaluation={"fvd": False}, **sections)
+
+
+def test_config_mismatches_ignore_runtime_fields(tmp_path):
+    cfg = _config(tmp_path)
+    from vdm_jax.config import replace
+
+    runtime = replace(cfg, model={"remat": "full", "attention_backend": "xla"}, training={"seed": 3})
+    assert loading.config_mismatches(cfg, runtime) == []
+    changed = replace(cfg, model={"channel_mults": (1, 1)}, diffusion={"target": "v"})
+    assert [f for f, _, _ in loading.config_mismatches(cfg, changed)] == ["model.channel_mults",
+                                                                          "diffusion.target"]
+    with pytest.raises(loading.EvalInputError, match=r"model.channel_mults .*\(and 1 more: diffusion.target\)"):
+        loading.check_config_matches(cfg, changed, 7)
+
+
+def test_resolve_step_without_checkpoints(tmp_path):
+    with pytest.raises(loading.EvalInputError, match="no checkpoints in"):
+        loading.resolve_step(str(tmp_path), "latest")
+
+
+def test_scattered_noise_is_not_an_object():
+    """An untrained model's noise must not score the colour attribute (every colour is 'present')."""
+    noise = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    assert alignment.detect_objects(noise) == []
