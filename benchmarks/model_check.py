@@ -97,21 +97,24 @@ def make_inputs(cfg: ModelConfig, b: int, t: int):
 
 
 def time_fwd_bwd(graphdef, state, x, logsnr, kw, steps: int, warmup: int) -> list[float]:
-    @jax.jit
-    def step(state, x, logsnr, kw):
-        params, rest = nnx.split_state(state, nnx.Param, ...)
+    model = nnx.merge(graphdef, state)
 
-        def loss(p, r):  # r (dropout RNG state) is an argument so that it is traced here
-            out = nnx.merge(graphdef, p, r)(x, logsnr, deterministic=False, **kw).prediction
+    @nnx.jit
+    def step(model, x, logsnr, kw):
+        def loss(m):
+            out = m(x, logsnr, deterministic=False, **kw).prediction
             return jnp.mean(jnp.square(out - x))
-        return jax.value_and_grad(loss)(params, rest)
+        return nnx.value_and_grad(loss)(model)
+
+    def run():
+        return step(model, x, logsnr, kw)
 
     for _ in range(warmup):
-        jax.block_until_ready(step(state, x, logsnr, kw))
+        jax.block_until_ready(run())
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        jax.block_until_ready(step(state, x, logsnr, kw))
+        jax.block_until_ready(run())
         times.append(time.perf_counter() - t0)
     return times
 

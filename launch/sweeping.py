@@ -211,6 +211,8 @@ def make_runs(spec: str, sets: Run | None = None, validate: bool = True) -> list
     runs = expand(spec)
     sets = sets or {}
     base = load_configdict(spec) if validate else None
+    # run names show only the keys that vary (h.fixed values are in every run's flags, not its name)
+    varying = {k for k in {k for r in runs for k in r} if len({repr(r.get(k)) for r in runs}) > 1}
     out = []
     for i, overrides in enumerate(runs):
         clash = sorted(set(overrides) & set(sets))
@@ -224,7 +226,8 @@ def make_runs(spec: str, sets: Run | None = None, validate: bool = True) -> list
             except ConfigError as e:
                 raise ValueError(f"sweep run {i} ({overrides}): {e}") from None
         flags = tuple(override_flags({**overrides, **sets}))
-        out.append(SweepRun(i, run_name(i, overrides), dict(overrides), flags))
+        shown = {k: v for k, v in overrides.items() if k in varying} or overrides
+        out.append(SweepRun(i, run_name(i, shown), dict(overrides), flags))
     names = [r.name for r in out]
     if len(set(names)) != len(names):
         raise ValueError("sweep run names are not unique")

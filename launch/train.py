@@ -15,7 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from launch import cli
+from launch import cli, xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/moving_digits.py[:smoke].", lock_config=True)
@@ -30,6 +30,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    xla_flags.set_default_gpu_flags()  # before JAX creates its backends
     # Validate the config before anything touches an accelerator or the workdir.
     from vdm_jax.config import ConfigError, from_configdict
 

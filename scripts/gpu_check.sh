@@ -104,7 +104,7 @@ fi
 TRACE=/tmp/gpu_check_trace
 rm -rf "$TRACE"
 
-step ucf101_b8 60 200 $TT --config=$UCF --batch=$B1 $FAST --profile_dir=$TRACE --profile_steps=2
+step ucf101_b8 60 270 $TT --config=$UCF --batch=$B1 $FAST --profile_dir=$TRACE --profile_steps=2
 step parity_b8 40 150 $TT --config=$PAR --batch=$B1 $FAST
 step model_check 60 180 $PY -m benchmarks.model_check $MC
 step sampling 40 150 $PY -m benchmarks.sampling --config=$T2V $SMP

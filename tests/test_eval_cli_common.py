@@ -50,13 +50,16 @@ def wait(proc: subprocess.Popen, log_path, name: str) -> str:
     return log
 
 
+def _base(workdir, data_dir) -> list[str]:
+    return [f"--config={SMOKE}", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}"]
+
+
 def train_args(workdir, data_dir) -> list[str]:
-    return [f"--config={SMOKE}", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *TRAIN_OVERRIDES]
+    return [*_base(workdir, data_dir), *TRAIN_OVERRIDES]
 
 
 def eval_args(workdir, data_dir, *extra) -> list[str]:
-    return [f"--config={SMOKE}", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *EVAL_OVERRIDES,
-            *extra]
+    return [*_base(workdir, data_dir), *EVAL_OVERRIDES, *extra]
 
 
 def shared_dirs(tmp_path_factory):

@@ -193,3 +193,12 @@ def test_bad_input_errors():
         model(jnp.ones((1, 2, 8, 8, 3)), jnp.zeros((1,)), tokens=jnp.ones((1, 9), jnp.int32))
     with pytest.raises(ValueError, match="model.attention_resolutions"):
         VideoUNet(dataclasses.replace(TINY, attention_resolutions=(3,)), rngs=nnx.Rngs(0))
+
+
+def test_auto_backend_resolution_on_cpu():
+    from vdm_jax.models.attention import resolve_backend
+
+    assert resolve_backend("auto", 4096, 256, jnp.bfloat16) == "xla"  # CPU: never cuDNN
+    assert resolve_backend("xla", 4096, 256, jnp.bfloat16) == "xla"
+    with pytest.raises(ValueError, match="model.attention_backend='cudnn'"):
+        resolve_backend("cudnn", 4096, 256, jnp.bfloat16)

@@ -16,10 +16,13 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 900
 COMMON_OVERRIDES = [
-    "--config.optimizer.lr_schedule=constant",  # the same schedule for a 2-step and a 4-step run
+    # the same learning-rate schedule for a 2-step and a 4-step run (warm-up is capped by the run length)
+    "--config.optimizer.lr_schedule=constant",
+    "--config.optimizer.warmup_steps=0",
     "--config.training.log_every=1",
     "--config.training.checkpoint_every=2",
     "--config.training.eval_every=1000",
+    "--config.training.eval_batches=0",  # no eval compile: this test is about training and resuming
     "--config.training.sample_every=0",
 ]
 
@@ -105,6 +108,7 @@ def _train_args(workdir, data_dir, steps: int) -> list[str]:
             *COMMON_OVERRIDES]
 
 
+@pytest.mark.slow  # ~10 min on 2 busy CPU cores: three launches, each compiling the step
 @pytest.mark.skipif(not _training_ready(), reason="vdm_jax.training.loop is not importable yet "
                     "(launch.train needs vdm_jax.training.train_and_evaluate)")
 def test_two_process_train_save_resume_matches_single_process(tmp_path):

@@ -15,9 +15,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_CONFIG = "tests/sweep_example_config.py"
 
 
-def _cli(*args, check=True):
+def _cli(*args, check=True, timeout=120):
     proc = subprocess.run([sys.executable, "-m", "launch.sweep", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                          text=True, timeout=timeout, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     if check:
         assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
@@ -119,8 +119,10 @@ def _training_ready() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _training_ready(), reason="vdm_jax.training.loop is not importable yet")
 def test_local_sweep_of_two_smoke_runs_trains_and_collects(tmp_path):
-    env_flags = ["--set=config.training.eval_every=1000", "--set=config.training.sample_every=0"]
-    _cli(f"--config={TEST_CONFIG}:two", f"--workdir_root={tmp_path}", "--parallel=1", *env_flags)
+    env_flags = ["--set=config.training.eval_every=1000", "--set=config.training.eval_batches=0",
+                 "--set=config.training.sample_every=0"]
+    _cli(f"--config={TEST_CONFIG}:two", f"--workdir_root={tmp_path}", "--parallel=1", *env_flags,
+         timeout=1200)
     out = _cli(f"--config={TEST_CONFIG}:two", f"--workdir_root={tmp_path}", "--collect", *env_flags).stdout
     with open(tmp_path / "sweep_results.csv") as f:
         rows = list(csv.DictReader(f))

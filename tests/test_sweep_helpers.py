@@ -74,6 +74,8 @@ def test_make_runs_on_test_config_validates_and_builds_flags(monkeypatch):
     assert "--config.model.base_channels=16" in runs[1].flags
     assert "--config.training.log_every=1" in runs[3].flags
     assert len({r.name for r in runs}) == 4
+    assert all("num_train_steps" not in r.name for r in runs)  # fixed keys stay out of the names
+    assert runs[0].name == "000-learning_rate=0.0001-warmup_steps=1-base_channels=8"
 
 
 def test_make_runs_refuses_bad_keys_and_clashes(tmp_path, monkeypatch):

@@ -111,8 +111,9 @@ def to_unit_range(clips: np.ndarray | jax.Array) -> jax.Array:
 class I3DFeatureExtractor:
     """Batched, jitted I3D features for clips (N, T, H, W, 3), uint8 or float in [-1, 1].
 
-    Batches are padded to ``batch_size`` (one compilation) and sharded over ``devices`` along the
-    batch axis when ``batch_size`` divides evenly; the weights are replicated.
+    Batches are padded to ``batch_size`` (one compilation) and sharded along the batch axis over the
+    most of ``devices`` that divide ``batch_size`` evenly; the weights are replicated. Call it outside
+    any other ``jax.set_mesh`` context (it uses its own mesh).
     """
 
     def __init__(self, feature_layer: str = "logits", i3d_frames: int = 16, batch_size: int = 16,
@@ -127,7 +128,7 @@ class I3DFeatureExtractor:
         self.feature_layer, self.i3d_frames, self.batch_size = feature_layer, i3d_frames, batch_size
         graphdef, state = nnx.split(i3d.load_i3d(weights_path))
         devices = devices or jax.devices()
-        n = len(devices) if batch_size % len(devices) == 0 else 1
+        n = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)  # devices that split a batch
         mesh = jax.sharding.Mesh(np.asarray(devices[:n]), ("batch",))
         self._in_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
         self._state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))

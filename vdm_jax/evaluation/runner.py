@@ -105,8 +105,7 @@ class Evaluator:
         self._feature_nets()
         if self._data is None:
             self._data = tasks.load_eval_data(self.config, tokenizer)
-        with jax.set_mesh(self.mesh):
-            metrics = self._compute(params, tokenizer, self._data, step)
+        metrics = self._compute(params, tokenizer, self._data, step)
         metrics["eval_seconds"] = time.time() - start
         if jax.process_index() == 0:
             _write_json_atomic(metrics_path(self.workdir, step), metrics)  # last: marks the step done
@@ -123,13 +122,18 @@ class Evaluator:
         c, e = self.config, self.config.evaluation
         out: dict[str, Any] = {"step": step, "sampler": to_dict(c.sampling), "seconds": {}}
         timer = _Timer(out["seconds"])
-        with timer("eval_loss"):
-            out.update(self.loss(params, tokenizer))
         n_t2v = min(len(data.videos), max(e.num_fvd_clips if e.fvd else 0, e.batch_size,
                                           e.num_alignment_clips if data.attributes else 0))
-        with timer("text_to_video"):
-            generated, rate = tasks.text_to_video(self.generator, params, data, n_t2v, c)
+        with jax.set_mesh(self.mesh):  # the model's programs; the feature networks use their own devices
+            with timer("eval_loss"):
+                out.update(self.loss(params, tokenizer))
+            with timer("text_to_video"):
+                generated, rate = tasks.text_to_video(self.generator, params, data, n_t2v, c)
+            with timer("prediction"):
+                predicted = tasks.predict_clips(self.generator, params, data, c)
         out["sample_clips_per_sec"] = rate
+        with timer("prediction_scores"):
+            out.update(tasks.prediction_scores(predicted, data, c, self._lpips))
         if e.fvd:
             with timer("fvd"):
                 out.update(tasks.fvd_metrics(self._extractor, generated[:e.num_fvd_clips], data,
@@ -137,9 +141,6 @@ class Evaluator:
         if data.attributes is not None:
             with timer("alignment"):
                 out.update(tasks.alignment_metrics(generated, data, c))
-        with timer("prediction"):
-            pred, predicted = tasks.prediction(self.generator, params, data, c, self._lpips)
-        out.update(pred)
         if jax.process_index() == 0:
             d = step_dir(self.workdir, step)
             n = min(tasks.MAX_GRID_CLIPS, len(generated))

@@ -133,11 +133,8 @@ def alignment_metrics(generated: np.ndarray, data: EvalData, config: Config) -> 
     return score_alignment(list(generated[:n]), data.attributes[:n], max_objects=config.data.max_objects)
 
 
-def prediction(generator: Generator, params: Any, data: EvalData, config: Config, lpips: Any
-               ) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics on the generated frames given the first k, and the generated uint8 clips."""
-    from vdm_jax.evaluation.image_metrics import prediction_metrics
-
+def predict_clips(generator: Generator, params: Any, data: EvalData, config: Config) -> np.ndarray:
+    """uint8 clips whose first k frames are the eval clips' (given), the rest generated."""
     e = config.evaluation
     k, n = e.prediction_context_frames, min(e.num_prediction_clips, len(data.videos))
     key = jax.random.fold_in(jax.random.PRNGKey(e.seed), 10_000)
@@ -148,13 +145,20 @@ def prediction(generator: Generator, params: Any, data: EvalData, config: Config
         cond = {name: chunk[name] for name in data.cond}
         return generator.predict(params, cond, chunk["context"], jax.random.fold_in(key, i))
 
-    generated, _ = generate_in_batches(run, inputs, e.batch_size)
+    return generate_in_batches(run, inputs, e.batch_size)[0]
+
+
+def prediction_scores(generated: np.ndarray, data: EvalData, config: Config, lpips: Any) -> dict[str, Any]:
+    """PSNR / SSIM / LPIPS on the generated frames (the given ones excluded)."""
+    from vdm_jax.evaluation.image_metrics import prediction_metrics
+
+    k, n = config.evaluation.prediction_context_frames, len(generated)
     metrics = prediction_metrics(generated, data.videos[:n], k, lpips_fn=lpips)
     out = {f"pred_{name}": v for name, v in metrics.items()}
-    out.update(pred_context_frames=k, pred_num_clips=n, pred_method=generator.sampler.conditioning_method)
+    out.update(pred_context_frames=k, pred_num_clips=n, pred_method=config.sampling.conditioning_method)
     if lpips is not None:
         out["pred_lpips_input_size"] = list(lpips.input_size(*generated.shape[2:4]))
-    return out, generated
+    return out
 
 
 def prediction_grid(real: np.ndarray, generated: np.ndarray, captions: list[str], k: int

@@ -157,6 +157,7 @@ def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = N
                 stop = preemption.requested.is_set()
                 force = stop or step == config.training.num_train_steps
                 if manager.should_save(step) or force:
+                    _check_finite((step, metrics), last_good_ckpt)  # never checkpoint a NaN/Inf state
                     ckpt.save(manager, step, state, train_iter, cfg_dict, tokenizer_spec,
                               metrics={ckpt.EVAL_METRIC: eval_metrics["eval_loss"]} if eval_metrics else None,
                               force=force)
@@ -178,10 +179,13 @@ def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = N
 
 def _check_finite(pending: tuple[int, Any], last_good: int | None) -> None:
     step, metrics = pending
-    loss = float(metrics["loss"])
-    if not np.isfinite(loss):
+    # A finite loss with a NaN/Inf gradient still poisons the params: check both.
+    bad = {k: float(metrics[k]) for k in ("loss", "grad_norm") if k in metrics}
+    bad = {k: v for k, v in bad.items() if not np.isfinite(v)}
+    if bad:
+        what = ", ".join(f"{k} became {v}" for k, v in bad.items())
         raise NonFiniteLossError(
-            f"loss became {loss} between step {step - 1} and step {step}; training stopped. "
+            f"{what} between step {step - 1} and step {step}; training stopped. "
             f"The last good checkpoint (step {last_good}) is kept; lower optimizer.learning_rate "
             "or check the data, then resume.")
 
