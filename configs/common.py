@@ -69,7 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.cudnn_min_seq_len = 256
     m.dtype = "float32"
     m.remat = "none"
-    m.fast_cpu_conv_grad = True
+    m.fast_cpu_conv_grad = False
     m.resolution = 32
 
     c.diffusion = d = ml_collections.ConfigDict()

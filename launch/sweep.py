@@ -97,21 +97,34 @@ def emit_k8s(config: str, root: str, runs: Sequence[sweeping.SweepRun], cluster)
     return paths
 
 
-def last_record(path: str) -> dict | None:
-    """The last complete JSON line of a metrics.jsonl (a torn last line from a crash is skipped)."""
+def final_metrics(path: str) -> dict | None:
+    """Final metrics of a run's metrics.jsonl: its last training record plus its last eval record.
+
+    Training records carry ``loss``; eval records (``"kind": "eval"``) are merged in with ``step``
+    renamed ``eval_step``. A torn last line (a crash mid-write) is skipped. None if there is nothing.
+    """
     if not os.path.exists(path):
         return None
-    last = None
+    train, evaluation = None, None
     with open(path) as f:
         for line in f:
-            line = line.strip()
-            if not line:
-                continue
             try:
-                last = json.loads(line)
+                rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-    return last
+            if not isinstance(rec, dict):
+                continue
+            if rec.get("kind", "train") == "eval":
+                if set(rec) - {"step", "kind"}:
+                    evaluation = rec
+            elif "loss" in rec:
+                train = rec
+    if train is None and evaluation is None:
+        return None
+    out = dict(train or {})
+    if evaluation:
+        out.update({("eval_step" if k == "step" else k): v for k, v in evaluation.items() if k != "kind"})
+    return out
 
 
 def collect(root: str, runs: Sequence[sweeping.SweepRun]) -> tuple[str, str, list[dict]]:
@@ -119,7 +132,7 @@ def collect(root: str, runs: Sequence[sweeping.SweepRun]) -> tuple[str, str, lis
     rows = []
     keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
     for r in runs:
-        rec = last_record(os.path.join(root, r.name, "metrics.jsonl"))
+        rec = final_metrics(os.path.join(root, r.name, "metrics.jsonl"))
         row = {"run": r.name, **{k: sweeping.format_value(v) for k, v in r.overrides.items()}}
         row["status"] = "missing" if rec is None else "ok"
         for k, v in (rec or {}).items():
@@ -152,6 +165,8 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config, root = FLAGS.config, FLAGS.workdir_root
+    if not root.strip():
+        sys.exit("error: --workdir_root must name a directory")
     try:
         runs = sweeping.make_runs(config, sweeping.parse_sets(FLAGS.set))
     except (ValueError, FileNotFoundError) as e:

@@ -17,7 +17,7 @@ from vdm_jax.evaluation import alignment, loading, runner
 
 EXPECTED_KEYS = {"step", "eval_loss", "eval_loss_logsnr_-4", "eval_loss_logsnr_0", "eval_loss_logsnr_4",
                  "align_color_acc", "align_color_chance", "align_motion_acc", "align_motion_chance",
-                 "align_count_acc", "pred_psnr", "pred_ssim", "pred_lpips", "pred_context_frames",
+                 "align_count_acc", "pred_psnr", "pred_ssim", "pred_lpips", "pred_protocol", "eval_loss_n",
                  "sample_clips_per_sec", "eval_seconds", "sampler", "seconds"}
 
 
@@ -46,16 +46,18 @@ def test_follow_evaluates_each_new_checkpoint_once(followed):
     for step in common.CHECKPOINT_STEPS:
         metrics = json.loads((workdir / "eval" / f"step_{step}" / "metrics.json").read_text())
         assert EXPECTED_KEYS <= set(metrics), sorted(EXPECTED_KEYS - set(metrics))
-        assert metrics["step"] == step
+        assert metrics["step"] == step and metrics["pred_protocol"]["context_frames"] == 1
+        assert metrics["eval_loss_n"] == 16  # the whole smoke test split
         assert 0 < metrics["eval_loss"] < 10 and math.isfinite(metrics["pred_psnr"])
         assert 0 <= metrics["align_color_acc"] <= 1 and 0 < metrics["align_color_chance"] < 1
-        # motion is scored only where the caption's colour was found: NaN when nothing was scored
-        assert (metrics["align_motion_n"] == 0) == math.isnan(metrics["align_motion_acc"])
+        # motion is scored only where the caption's colour was found: null when nothing was scored
+        assert (metrics["align_motion_n"] == 0) == (metrics["align_motion_acc"] is None)
         gif = Image.open(workdir / "eval" / f"step_{step}" / "samples.gif")
         assert gif.n_frames == 4  # smoke: 4-frame clips
     # The summary covers both steps.
     csv_rows = (workdir / "eval" / "summary.csv").read_text().splitlines()
-    assert len(csv_rows) == 3 and csv_rows[0].startswith("step,")
+    assert len(csv_rows) == 3 and csv_rows[0].startswith("step,eval_loss,")
+    assert (workdir / "eval" / "summary.md").read_text().startswith("| step | eval_loss |")
     assert (workdir / "eval" / "summary.png").stat().st_size > 1000
 
 
@@ -131,6 +133,28 @@ def test_config_mismatches_ignore_runtime_fields(tmp_path):
 def test_resolve_step_without_checkpoints(tmp_path):
     with pytest.raises(loading.EvalInputError, match="no checkpoints in"):
         loading.resolve_step(str(tmp_path), "latest")
+
+
+def test_generate_in_batches_pads_trims_and_times_without_compilation():
+    from vdm_jax.evaluation.generation import generate_in_batches
+
+    calls = []
+
+    def fn(chunk, i):
+        calls.append((i, chunk["x"][:, 0].tolist()))
+        return np.broadcast_to(chunk["x"][:, None, None, None, :] / 10.0, (len(chunk["x"]), 2, 4, 4, 3))
+
+    x = np.arange(5, dtype=np.float32)[:, None].repeat(3, 1)
+    clips, rate = generate_in_batches(fn, {"x": x}, batch_size=2)
+    assert clips.shape == (5, 2, 4, 4, 3) and clips.dtype == np.uint8
+    assert [c[1] for c in calls] == [[0, 1], [2, 3], [4, 4]]  # the last batch padded, then trimmed
+    assert rate > 0
+    calls.clear()
+    generate_in_batches(fn, {"x": x[:2]}, batch_size=4, cold=True)
+    assert len(calls) == 2  # a lone cold batch: one compile run, one timed run
+    calls.clear()
+    generate_in_batches(fn, {"x": x[:2]}, batch_size=4, cold=False)
+    assert len(calls) == 1
 
 
 def test_scattered_noise_is_not_an_object():

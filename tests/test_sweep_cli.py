@@ -64,13 +64,16 @@ def test_local_runner_parallel_then_collect(tmp_path, monkeypatch):
     assert md[0].startswith("| run |") and len(md) == 2 + len(runs)
 
 
-def test_collect_marks_missing_runs(tmp_path, monkeypatch):
+def test_collect_merges_last_train_and_eval_records_and_marks_missing_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     runs = sweeping.make_runs(TEST_CONFIG)
     os.makedirs(tmp_path / runs[0].name)
-    (tmp_path / runs[0].name / "metrics.jsonl").write_text(json.dumps({"step": 5, "loss": 0.5}) + "\n")
+    records = [{"step": 4, "loss": 0.7}, {"step": 4, "kind": "eval", "eval_loss": 0.9},
+               {"step": 5, "loss": 0.5}, {"step": 5, "kind": "eval"}]  # an empty eval record last
+    (tmp_path / runs[0].name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     _, _, rows = sweep.collect(str(tmp_path), runs)
-    assert rows[0]["status"] == "ok" and rows[0]["loss"] == 0.5
+    assert rows[0]["status"] == "ok" and rows[0]["loss"] == 0.5 and rows[0]["step"] == 5
+    assert rows[0]["eval_loss"] == 0.9 and rows[0]["eval_step"] == 4
     assert [r["status"] for r in rows[1:]] == ["missing"] * 3
 
 

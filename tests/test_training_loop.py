@@ -111,9 +111,13 @@ def test_mesh_trains_like_one_device(run, name):
                                    err_msg=f"{key} under the {name} mesh differs from one device")
     ref_state, state = ts.restore_numpy(reference, STEPS), ts.restore_numpy(workdir, STEPS)
     assert ref_state.keys() == state.keys()
-    for k in ref_state:
-        if k.startswith(("params/", "ema_params/")):
-            np.testing.assert_allclose(state[k], ref_state[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    for prefix in ("params/", "ema_params/", "opt_state/"):
+        # Adam moves a weight whose gradient is ~0 by up to +-lr whatever the gradient's rounding, so
+        # compare whole trees (observed: ~6e-7 relative, one element in 1e5 off by more than 1e-5).
+        keys = [k for k in ref_state if k.startswith(prefix) and ref_state[k].dtype.kind == "f"]
+        diff = np.sqrt(sum(np.sum(np.square(state[k] - ref_state[k])) for k in keys))
+        norm = np.sqrt(sum(np.sum(np.square(ref_state[k])) for k in keys))
+        assert diff < 2e-5 * norm, f"{prefix} under the {name} mesh: |diff| / |ref| = {diff / norm:.2e}"
 
     meta = _state_metadata(workdir, STEPS)
     if name == "fsdp":  # FSDP shards (nearly) every weight, and the optimizer state with it
@@ -221,7 +225,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir
     monkeypatch.setattr(data_lib.TrainData, "to_global", staticmethod(poisoned))
     # Checkpoint every step but read metrics rarely: the guard must still stop before saving step 2.
     cfg = _config(data_dir, **{"training.checkpoint_every": 1, "training.log_every": 100})
-    with pytest.raises(loop.NonFiniteLossError, match=r"loss became nan between step 1 and step 2.*step 1\)"):
+    message = r"loss became nan.* between step 1 and step 2.*checkpoint \(step 1\)"
+    with pytest.raises(loop.NonFiniteLossError, match=message):
         loop.train_and_evaluate(cfg, str(tmp_path), devices=jax.devices()[:1])
     assert ts.checkpoint_steps(tmp_path) == [1]
     assert [p.name for p in (tmp_path / "checkpoints").iterdir() if "tmp" in p.name] == []

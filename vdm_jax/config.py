@@ -130,7 +130,7 @@ class ModelConfig:
     cudnn_min_seq_len: int = 256  # `auto` uses cuDNN for spatial sequences at least this long
     dtype: DType = DType.FLOAT32  # compute dtype; params are always float32
     remat: RematPolicy = RematPolicy.NONE
-    fast_cpu_conv_grad: bool = True  # custom-VJP conv whose weight grad is an im2col einsum
+    fast_cpu_conv_grad: bool = False  # custom-VJP conv weight grad (CPU); measured no faster here
     resolution: int = 32  # input frame size that attention_resolutions refer to (= data.resolution)
 
     def validate(self, f: str) -> None:

@@ -65,6 +65,10 @@ class Generator:
             return None
         return {k: jnp.asarray(v) for k, v in cond.items()}
 
+    def compiled(self, num_frames: int | None = None) -> bool:
+        """Whether text_to_video for ``num_frames`` has been built (and so compiled once called)."""
+        return (num_frames or self.frames) in self._t2v
+
     def text_to_video(self, params: Any, cond: dict[str, Any], rng: jax.Array,
                       num_frames: int | None = None) -> jax.Array:
         """(B, T, H, W, 3) in [-1, 1]; B = the prompts in ``cond``."""
@@ -118,18 +122,22 @@ def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
     return x if x.shape[0] == n else np.concatenate([x, np.repeat(x[-1:], n - x.shape[0], axis=0)])
 
 
-def generate_in_batches(fn, inputs: dict[str, np.ndarray], batch_size: int) -> tuple[np.ndarray, float]:
+def generate_in_batches(fn, inputs: dict[str, np.ndarray], batch_size: int, *, cold: bool = True
+                        ) -> tuple[np.ndarray, float]:
     """``fn(batch_inputs, batch_index) -> (b, T, H, W, 3)`` in [-1, 1] over the rows of ``inputs``.
 
     The last batch is padded to ``batch_size`` (one compiled shape) and trimmed. Returns uint8 clips
-    and the clips/s of the batches after the first (which includes compilation; with a single batch,
-    its own rate).
+    and the clips/s reached without compilation: when ``cold`` (not compiled yet) the first batch is
+    not timed, and a lone batch is run once more to time it.
     """
     import time
 
     from vdm_jax.training.samples import to_uint8
 
     n = len(next(iter(inputs.values())))
+    if cold and n <= batch_size:
+        to_uint8(fn({k: _pad_rows(np.asarray(v), batch_size) for k, v in inputs.items()}, 0))  # compile
+        cold = False
     out, timed, t_timed = [], 0, 0.0
     for i, start in enumerate(range(0, n, batch_size)):
         stop = min(n, start + batch_size)
@@ -138,7 +146,7 @@ def generate_in_batches(fn, inputs: dict[str, np.ndarray], batch_size: int) -> t
         clips = to_uint8(fn(chunk, i))[: stop - start]  # device_get: waits for the result
         dt = time.perf_counter() - t0
         out.append(clips)
-        if i > 0 or n <= batch_size:
+        if i > 0 or not cold:
             timed, t_timed = timed + (stop - start), t_timed + dt
     rate = timed / t_timed if t_timed > 0 else float("nan")
     return np.concatenate(out), rate

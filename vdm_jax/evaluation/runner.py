@@ -3,8 +3,9 @@
 Per evaluated step it writes, under ``DIR/eval/step_N/``:
   ``metrics.json``    eval loss at fixed log-SNRs, FVD with its protocol, text alignment per
                       attribute with chance levels (moving_digits), prediction PSNR/SSIM/LPIPS,
-                      throughput (clips/s) and wall times; written last and atomically, so its
-                      presence marks the step as done (a restarted follower skips it);
+                      throughput (clips/s) and wall times; standard JSON (a metric with nothing
+                      to score is null); written last and atomically, so its presence marks the
+                      step as done (a restarted follower skips it);
   ``samples.gif``     captioned grid of text-to-video samples;
   ``prediction.gif``  real clips next to their predictions from the first k frames;
 then appends one line to ``DIR/eval/log.jsonl`` and refreshes ``DIR/eval/summary.{csv,md,png}``.
@@ -16,12 +17,14 @@ blocks training. A checkpoint removed by training's retention before it was eval
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
 from typing import Any
 
 import jax
+import numpy as np
 from absl import logging
 
 from vdm_jax.config import Config, to_dict
@@ -56,11 +59,22 @@ def evaluated_steps(workdir: str) -> list[int]:
     return sorted(s for s in steps if is_evaluated(workdir, s))
 
 
+def json_safe(obj: Any) -> Any:
+    """Non-finite floats (e.g. an accuracy with nothing scored) -> None: standard JSON (null)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def _write_json_atomic(path: str, obj: Any) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".json.tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, allow_nan=True)
+        json.dump(obj, f, indent=2, allow_nan=False)
     os.replace(tmp, path)
 
 
@@ -93,6 +107,8 @@ class Evaluator:
             from vdm_jax.evaluation.fvd import make_extractor
 
             self._extractor = make_extractor(e)
+            c = self.config.data  # compile now, so the clips/s of the first step excludes compilation
+            self._extractor(np.zeros((1, c.num_frames, c.resolution, c.resolution, 3), np.uint8))
         if e.lpips and self._lpips is None:
             from vdm_jax.evaluation.lpips import make_lpips
 
@@ -107,6 +123,7 @@ class Evaluator:
             self._data = tasks.load_eval_data(self.config, tokenizer)
         metrics = self._compute(params, tokenizer, self._data, step)
         metrics["eval_seconds"] = time.time() - start
+        metrics = json_safe(_ordered(metrics))
         if jax.process_index() == 0:
             _write_json_atomic(metrics_path(self.workdir, step), metrics)  # last: marks the step done
             with open(os.path.join(eval_dir(self.workdir), LOG_NAME), "a") as f:
@@ -149,6 +166,19 @@ class Evaluator:
                                                   e.prediction_context_frames)
             save_video(os.path.join(d, "prediction.gif"), make_grid(clips, labels, ncols=2))
         return out
+
+
+_ORDER = ("step", "eval_loss", "fvd", "align_", "pred_", "sample_clips_per_sec", "i3d_clips_per_sec",
+          "eval_seconds")
+
+
+def _ordered(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Headline numbers first (the order of the summary's columns), nested records last."""
+    def rank(key: str) -> tuple[int, int]:  # a stable sort: insertion order within a group
+        pos = next((i for i, p in enumerate(_ORDER) if key.startswith(p)), len(_ORDER))
+        return int(isinstance(metrics[key], dict)), pos
+
+    return dict(sorted(metrics.items(), key=lambda kv: rank(kv[0])))
 
 
 class _Timer:

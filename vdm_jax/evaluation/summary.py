@@ -1,7 +1,9 @@
 """A summary across evaluated steps: CSV, markdown table and a PNG plot of each metric vs step.
 
 Input: per-step metrics dicts (as in ``DIR/eval/step_N/metrics.json``), each with a ``step`` key.
-Nested dicts (e.g. ``fvd_protocol``) are flattened with dotted keys; only numbers are plotted.
+Nested dicts (e.g. ``fvd_protocol``) are flattened with dotted keys and kept in the CSV only; the
+markdown table and the plot show the top-level numbers (counts ``*_n`` and chance levels are drawn
+as dashed lines on their ``*_acc`` panels rather than plotted).
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ def plot_metrics(rows: list[dict[str, Any]], path: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = [c for c in _columns(rows)[1:] if any(_is_number(r.get(c)) for r in rows)
-            and not c.endswith(("_chance", "_n")) and c != "align_num_clips"]
+    cols = [c for c in _columns(rows)[1:] if any(_is_number(r.get(c)) for r in rows)  # nested (dotted):
+            and not c.endswith(("_chance", "_n")) and c != "align_num_clips" and "." not in c]  # CSV only
     if not cols:
         return []
     ncols = min(3, len(cols))

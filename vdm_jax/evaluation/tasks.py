@@ -99,8 +99,9 @@ class LossEvaluator:
             totals = losses if totals is None else totals + losses
             n += 1
         per_level = np.asarray(jax.device_get(totals), np.float64) / n
-        out = {f"eval_loss_logsnr_{lv:g}": float(v) for lv, v in zip(e.eval_logsnrs, per_level)}
-        out.update(eval_loss=float(per_level.mean()), eval_loss_clips=n * e.batch_size)
+        out = {"eval_loss": float(per_level.mean())}
+        out.update({f"eval_loss_logsnr_{lv:g}": float(v) for lv, v in zip(e.eval_logsnrs, per_level)})
+        out["eval_loss_n"] = n * e.batch_size
         return out
 
 
@@ -111,7 +112,7 @@ def text_to_video(generator: Generator, params: Any, data: EvalData, n: int, con
     cond = {k: v[:n] for k, v in data.cond.items()}
     return generate_in_batches(
         lambda c, i: generator.text_to_video(params, c, jax.random.fold_in(key, i)), cond,
-        config.evaluation.batch_size)
+        config.evaluation.batch_size, cold=not generator.compiled())
 
 
 def fvd_metrics(extractor: Any, generated: np.ndarray, data: EvalData, cache_dir: str) -> dict[str, Any]:
@@ -154,10 +155,13 @@ def prediction_scores(generated: np.ndarray, data: EvalData, config: Config, lpi
 
     k, n = config.evaluation.prediction_context_frames, len(generated)
     metrics = prediction_metrics(generated, data.videos[:n], k, lpips_fn=lpips)
-    out = {f"pred_{name}": v for name, v in metrics.items()}
-    out.update(pred_context_frames=k, pred_num_clips=n, pred_method=config.sampling.conditioning_method)
+    out: dict[str, Any] = {f"pred_{name}": v for name, v in metrics.items()}
+    protocol = {"context_frames": k, "num_clips": n, "method": config.sampling.conditioning_method,
+                "reconstruction_weight": config.sampling.reconstruction_weight,
+                "frames_scored": "generated only"}
     if lpips is not None:
-        out["pred_lpips_input_size"] = list(lpips.input_size(*generated.shape[2:4]))
+        protocol.update(lpips_net=lpips.net, lpips_input_size=list(lpips.input_size(*generated.shape[2:4])))
+    out["pred_protocol"] = protocol
     return out
 
 

@@ -89,11 +89,21 @@ def create_train_state(config: Config, mesh: Mesh) -> tuple[TrainState, ModelBun
                           rng=replicated)
     others_sh = jax.tree.map(lambda _: replicated, _pure(abs_others))
     state, others = jax.jit(lambda k: (lambda s, o: (s, _pure(o)))(*init(k)),
-                            out_shardings=(state_sh, others_sh))(seed_key)
+                            out_shardings=(state_sh, others_sh),
+                            compiler_options=_init_compiler_options(mesh))(seed_key)
     others_state = nnx.State(others) if others else abs_others
     bundle = ModelBundle(graphdef=graphdef, others=others_state, tx=tx, lr_schedule=lr_schedule,
                          param_shardings=param_sh)
     return state, bundle, state_sh
+
+
+def _init_compiler_options(mesh: Mesh) -> dict[str, Any] | None:
+    """The init program (hundreds of random initializers) runs once. On CPU, XLA's backend
+    optimizations of it cost more than half of its compile time (smoke model: 20 s -> 9 s, sharded
+    over 8 devices 27 s -> 11 s) and save nothing worth having."""
+    if mesh.devices.flat[0].platform == "cpu":
+        return {"xla_backend_optimization_level": 0}
+    return None
 
 
 def abstract_state(state_shardings: TrainState, state: TrainState) -> TrainState:
