@@ -148,9 +148,10 @@ def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = N
                     t_last, steps_since = time.time(), 0
                 eval_metrics = None
                 if step % config.training.eval_every == 0 or step == config.training.num_train_steps:
-                    eval_metrics = _evaluate(config, data, eval_fn, state, batch_sh)
-                    writer.write(step, eval_metrics, kind="eval")
-                    last.update(eval_metrics)
+                    eval_metrics = _evaluate(config, data, eval_fn, state, batch_sh) or None
+                    if eval_metrics:
+                        writer.write(step, eval_metrics, kind="eval")
+                        last.update(eval_metrics)
                 if config.training.sample_every and (step % config.training.sample_every == 0 or
                                                      step == config.training.num_train_steps):
                     sampler.run(state.ema_params, step)
