@@ -109,6 +109,7 @@ def test_train_cli_writes_config_metrics_checkpoints_and_samples(reference):
     assert np.mean(loss[:3]) - np.mean(loss[-3:]) > 0.05, f"loss did not fall: {loss}"
     evals = ts.metric_records(reference, kind="eval")
     assert [r["step"] for r in evals] == [8, 16, 24] and all(np.isfinite(r["eval_loss"]) for r in evals)
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"], evals
 
     assert STEPS in ts.checkpoint_steps(reference)
     assert len(ts.checkpoint_steps(reference)) <= 3, "keep_checkpoints=2 plus keep_best=1"
@@ -141,14 +142,12 @@ def test_sigterm_saves_and_the_resumed_run_is_exact(setup, reference, tmp_path):
     proc, log = _start(setup, workdir, "first")
     _wait_for(lambda: _has_trained(workdir), proc, "the first logged step")
     proc.send_signal(signal.SIGTERM)
-    text = _finish(proc, log)
-    assert "SIGTERM received" in text
+    _finish(proc, log)  # exit status 0: a clean, early stop
     stopped = ts.metric_records(workdir)[-1]["step"]
     assert 1 <= stopped < STEPS and ts.checkpoint_steps(workdir)[-1] == stopped, (
         stopped, ts.checkpoint_steps(workdir))
     first_record = len(ts.metric_records(workdir))
-    text = _finish(*_start(setup, workdir, "resumed"))
-    assert f"resuming from own workdir, step {stopped}" in text
+    _finish(*_start(setup, workdir, "resumed"))
     _assert_continues_exactly(workdir, reference, first_record, stopped)
     for step, loss in ts.losses(workdir).items():  # the steps before the signal match as well
         assert loss == ts.losses(reference)[step], step
@@ -173,7 +172,6 @@ def test_sigkill_during_an_async_save_resumes_from_the_last_complete_checkpoint(
     assert [p.name for p in ckpt_dir.iterdir() if p.name.startswith("16")], "no interrupted save left"
     assert ts.checkpoint_steps(workdir) == [8]
     first_record = len(ts.metric_records(workdir))
-    text = _finish(*_start(setup, workdir, "resumed"))
-    assert "resuming from own workdir, step 8" in text
+    _finish(*_start(setup, workdir, "resumed"))
     _assert_continues_exactly(workdir, reference, first_record, 8)
     assert STEPS in ts.checkpoint_steps(workdir)
