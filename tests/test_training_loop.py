@@ -118,15 +118,11 @@ def _fraction_sharded(meta: dict, prefix: str, axis: str) -> float:
     return split / total
 
 
-# jax/XLA 0.10.2 partitions the weight gradient of a dense layer wrongly when its input is split over
-# (data, context) on the frame axis and its output over context on the height axis (the temporal
-# layers' layout): the U-Net's level-0 ResBlock `skip` kernels get ~55% gradient error while the loss
-# is exact. Minimal pure-JAX reproduction in the report of issue 6; possibly openxla/xla#40034.
-CONTEXT_XFAIL = pytest.mark.xfail(strict=True, reason="wrong skip-Dense weight gradients under data x "
-                                  "context (XLA SPMD partitioner, jax 0.10.2): fix in vdm_jax/models")
-
-
-@pytest.mark.parametrize("name", ["fsdp", "tensor", pytest.param("context", marks=CONTEXT_XFAIL)])
+# data x context exercises space-time context parallelism (frames sharded in spatial layers, height
+# in temporal layers). jax/XLA 0.10.2 partitioned the ResBlock skip projection's weight gradient
+# wrongly here (~55% error, loss exact) until the model pinned that output to the spatial layout
+# (vdm_jax/models/unet.py:ResBlock); this case guards the workaround.
+@pytest.mark.parametrize("name", ["fsdp", "tensor", "context"])
 def test_mesh_trains_like_one_device(run, name):
     reference, workdir = run("single"), run(name)
     ref = {r["step"]: r for r in ts.metric_records(reference)}

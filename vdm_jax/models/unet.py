@@ -68,6 +68,7 @@ class ResBlock(nnx.Module):
         self.norm2, self.conv2 = GroupNorm(out_ch, dtype=dt), Conv3x3(out_ch, out_ch, **conv)
         self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs) if cfg.dropout > 0 else None
         self.skip = Dense(in_ch, out_ch, ("embed", "mlp"), dtype=dt, rngs=rngs) if in_ch != out_ch else None
+        self.rules = ctx.rules
 
     def __call__(self, x: jax.Array, cond: jax.Array, deterministic: bool) -> jax.Array:
         h = self.conv1(jax.nn.silu(self.norm1(x)))
@@ -76,7 +77,10 @@ class ResBlock(nnx.Module):
         if self.dropout is not None:
             h = self.dropout(h, deterministic=deterministic)
         h = self.conv2(h)
-        return (x if self.skip is None else self.skip(x)) + h
+        # Pin the skip projection to the spatial layout: without it, jax 0.10.2's SPMD partitioner
+        # computes wrong weight gradients for this einsum under data x context meshes.
+        skip = x if self.skip is None else constrain(self.skip(x), SPATIAL_AXES, self.rules)
+        return skip + h
 
 
 class UNetBlock(nnx.Module):
