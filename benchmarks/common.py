@@ -52,7 +52,7 @@ def select_devices(count: int) -> list:
 
 def peak_flops_per_device(device) -> float | None:
     """Dense bf16 peak FLOP/s for the device kind (H100/H200 989T, v5e 197T, v5p 459T, v6e 918T)."""
-    from launch.compile_check import device_spec
+    from vdm_jax.hardware import device_spec
 
     if device.platform == "cpu":
         return None

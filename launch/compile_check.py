@@ -24,13 +24,8 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from launch import sweeping
+from vdm_jax.hardware import device_spec
 
-# bf16 dense peak FLOP/s and HBM bytes per device, keyed by a substring of device_kind (lower case).
-DEVICE_SPECS = {
-    "h200": (989e12, 141e9), "h100": (989e12, 80e9), "a100": (312e12, 80e9),
-    "v6 lite": (918e12, 32e9), "v6e": (918e12, 32e9), "v5 lite": (197e12, 16e9), "v5e": (197e12, 16e9),
-    "v5p": (459e12, 95e9), "v5": (459e12, 95e9), "v4": (275e12, 32e9),
-}
 GIB = 1024**3
 
 
@@ -53,13 +48,6 @@ class Report:
             return None
         return self.step_flops / (mfu * self.peak_flops_per_device * self.num_devices)
 
-
-def device_spec(kind: str) -> tuple[float | None, float | None]:
-    kind = kind.lower()
-    for key, spec in DEVICE_SPECS.items():
-        if key in kind:
-            return spec
-    return None, None
 
 
 def topology_devices(topology: str, num_slices: int = 1) -> list:

@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vdm_jax.config import Config, to_dict
 from vdm_jax.diffusion.schedules import Schedule
+from vdm_jax.hardware import device_spec
 from vdm_jax.models.flops import forward_flops
 from vdm_jax.sharding.mesh import describe, make_mesh
 from vdm_jax.training import checkpointing as ckpt
@@ -55,13 +56,8 @@ class _Preemption:
 
 def peak_flops_per_device() -> float | None:
     """Dense bf16 peak of the local accelerator, when known (for MFU)."""
-    kind = jax.devices()[0].device_kind.lower()
-    table = {"h100": 989e12, "h200": 989e12, "v5 lite": 197e12, "v5e": 197e12, "v5p": 459e12,
-             "v6e": 918e12, "v6 lite": 918e12, "a100": 312e12}
-    for key, peak in table.items():
-        if key in kind:
-            return peak
-    return None
+    device = jax.devices()[0]
+    return None if device.platform == "cpu" else device_spec(device.device_kind)[0]
 
 
 def write_config(config: Config, workdir: str) -> None:
