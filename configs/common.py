@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.temporal_attention = True
     m.temporal_rel_pos_buckets = 32
     m.temporal_rel_pos_max_distance = 64
+    m.temporal_abs_pos = False
     m.cross_attention = True
     m.text_encoder = "transformer"
     m.vocab_size = 260

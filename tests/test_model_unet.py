@@ -86,7 +86,7 @@ def test_last_conv_is_zero_initialized():
 
 
 def test_gradients_reach_every_parameter():
-    model = make(dataclasses.replace(TINY, attention_resolutions=(8, 4)))
+    model = make(dataclasses.replace(TINY, attention_resolutions=(8, 4), temporal_abs_pos=True))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     x, logsnr, tokens = inputs(b=2, t=3)
     frame_mask = jnp.array([[True, True, False], [True, True, True]])
@@ -139,6 +139,22 @@ def test_temporal_attention_is_order_sensitive(scale, sensitive):
     out = run(x, logsnr, **text_kw(tokens))[:, perm]
     gap = float(jnp.abs(out_perm - out).max())
     assert (gap > 1e-3) if sensitive else (gap < 1e-5)
+
+
+@pytest.mark.parametrize("abs_pos", [False, True])
+def test_absolute_frame_position_breaks_frame_symmetry(abs_pos):
+    """A clip of identical frames: with relative positions only, every frame sees the same
+    values and gets the same output; ``temporal_abs_pos`` tells the frames apart."""
+    model = make(dataclasses.replace(TINY, temporal_abs_pos=abs_pos))
+    _set_rel_bias(model, 1.0)
+    for _, m in model.iter_modules():
+        if getattr(m, "abs_pos", None) is not None:  # zero-initialised: give it a value
+            m.abs_pos.kernel[...] = 0.3 * jax.random.normal(jax.random.key(5), m.abs_pos.kernel.shape)
+    x, logsnr, tokens = inputs(t=5)
+    x = jnp.repeat(x[:, :1], 5, axis=1)
+    out = runner(model)(x, logsnr, **text_kw(tokens))
+    spread = float(jnp.abs(out - out[:, :1]).max())
+    assert (spread > 1e-3) if abs_pos else (spread < 1e-5)
 
 
 def test_runs_on_other_frame_counts():

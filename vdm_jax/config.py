@@ -118,6 +118,9 @@ class ModelConfig:
     temporal_attention: bool = True
     temporal_rel_pos_buckets: int = 32  # relative-position buckets for temporal attention
     temporal_rel_pos_max_distance: int = 64
+    # Also add a sinusoidal absolute frame-index embedding (learned projection, zero-initialised)
+    # to the temporal attention input, so each frame knows where it is in the clip.
+    temporal_abs_pos: bool = False
     cross_attention: bool = True  # Imagen-style text cross-attention at attention resolutions
     text_encoder: TextEncoderKind = TextEncoderKind.TRANSFORMER
     vocab_size: int = 260  # byte tokenizer: 256 bytes + pad/bos/eos/unk

@@ -70,13 +70,16 @@ def diffusion_loss(
     schedule: Schedule,
     *,
     logsnr: jax.Array | float | None = None,
+    noise: jax.Array | None = None,
     frame_weights: jax.Array | None = None,
 ) -> LossOutput:
     """Loss of `denoise_fn(z, logsnr) -> prediction in cfg.target` on clean data x0 (B, ...).
 
     `logsnr` (scalar or (B,)) fixes the noise levels (evaluation); otherwise times are drawn from
-    `rng` per cfg.time_sampling.  `frame_weights` ((T,) or (B, T)) weights frames (axis 1) in the
-    per-example mean (e.g. 0 on conditioning frames).
+    `rng` per cfg.time_sampling; `noise` (x0's shape) fixes the Gaussian noise (the train step draws
+    both for the whole batch, so that gradient accumulation over microbatches is exact).
+    `frame_weights` ((T,) or (B, T)) weights frames (axis 1) in the per-example mean (e.g. 0 on
+    conditioning frames).
     """
     batch = x0.shape[0]
     t_rng, n_rng = jax.random.split(rng)
@@ -84,7 +87,11 @@ def diffusion_loss(
         logsnr = schedule.logsnr(sample_times(t_rng, batch, cfg.time_sampling))
     else:
         logsnr = jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), (batch,))
-    noise = jax.random.normal(n_rng, x0.shape, jnp.float32)
+    if noise is None:
+        noise = jax.random.normal(n_rng, x0.shape, jnp.float32)
+    elif noise.shape != x0.shape:
+        raise ValueError(f"noise has shape {noise.shape}, expected x0's shape {x0.shape}")
+    noise = noise.astype(jnp.float32)
     z = q_sample(x0.astype(jnp.float32), logsnr, noise).astype(x0.dtype)
     pred = denoise_fn(z, logsnr).astype(jnp.float32)
     target = Target(cfg.target)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vdm_jax.config import AttentionBackend
-from vdm_jax.models.layers import SPATIAL_AXES, TEMPORAL_AXES, Dense, GroupNorm, param
+from vdm_jax.models.layers import SPATIAL_AXES, TEMPORAL_AXES, Dense, GroupNorm, param, sinusoidal_embedding
 from vdm_jax.sharding.logical import Rules, constrain
 
 HEAD_AXES = ("act_batch", None, "act_heads", None)
@@ -150,9 +150,12 @@ class TemporalAttention(nnx.Module):
     """Self-attention over frames at each spatial position, relative-position bias, masking."""
 
     def __init__(self, channels: int, heads: int, *, num_buckets: int, max_distance: int, dtype,
-                 rngs: nnx.Rngs, rules: Rules = ()):
+                 rngs: nnx.Rngs, rules: Rules = (), abs_pos: bool = False):
         self.norm = GroupNorm(channels, dtype=dtype)
         self.proj = _QKVO(channels, channels, heads, dtype=dtype, rngs=rngs)
+        # Optional absolute frame index: sinusoid -> zero-initialised projection, added to q/k/v input.
+        self.abs_pos = Dense(channels, channels, ("embed", "heads"), dtype=dtype, rngs=rngs,
+                             kernel_init=nnx.initializers.zeros) if abs_pos else None
         self.rel_bias = param(rngs, nnx.initializers.normal(0.02), (num_buckets, heads), ("rel_pos", "heads"))
         self.num_buckets, self.max_distance, self.rules = num_buckets, max_distance, tuple(rules)
 
@@ -165,6 +168,9 @@ class TemporalAttention(nnx.Module):
         b, t, h, w, c = x.shape
         x = constrain(x, TEMPORAL_AXES, self.rules)
         y = self.norm(x)
+        if self.abs_pos is not None:
+            pos = self.abs_pos(sinusoidal_embedding(jnp.arange(t), c, max_period=100.0))  # (T, C)
+            y = y + pos[:, None, None, :].astype(y.dtype)
         q, k, v = (self.proj.split(f(y)) for f in (self.proj.q, self.proj.k, self.proj.v))
         logits = jnp.einsum("bthwnd,bshwnd->bhwnts", q, k, preferred_element_type=jnp.float32)
         logits = logits / math.sqrt(self.proj.head_dim) + self.bias(t)

@@ -99,7 +99,7 @@ class UNetBlock(nnx.Module):
         self.temporal = TemporalAttention(
             out_ch, heads, num_buckets=cfg.temporal_rel_pos_buckets,
             max_distance=cfg.temporal_rel_pos_max_distance, dtype=dt, rngs=rngs,
-            rules=ctx.rules) if cfg.temporal_attention else None
+            rules=ctx.rules, abs_pos=cfg.temporal_abs_pos) if cfg.temporal_attention else None
         self.policy_name = cfg.remat
 
     def forward(self, x, cond, text, text_mask, frame_mask, deterministic: bool):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from vdm_jax.config import Config, TextEncoderKind
-from vdm_jax.diffusion.losses import diffusion_loss
+from vdm_jax.diffusion.losses import diffusion_loss, sample_times
 from vdm_jax.diffusion.schedules import Schedule
 from vdm_jax.training.state import ModelBundle, TrainState
 
@@ -24,23 +24,40 @@ def text_kwargs(config: Config, batch: dict[str, jax.Array]) -> dict[str, jax.Ar
     return {"tokens": batch["tokens"], "token_mask": batch["token_mask"]}
 
 
-def _model_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, config: Config,
-                bundle: ModelBundle, schedule: Schedule, train: bool,
-                logsnr: jax.Array | None = None) -> tuple[jax.Array, Any]:
-    drop_rng, loss_rng, dropout_rng = jax.random.split(rng, 3)
+def draw_noise(rng: jax.Array, batch: dict[str, jax.Array], *, config: Config, schedule: Schedule,
+               train: bool, logsnr: float | None = None) -> dict[str, jax.Array]:
+    """The random inputs of the loss for a whole batch: per-example log-SNR, Gaussian noise and
+    (training) the classifier-free-guidance text-drop flags.
+
+    Drawn once per optimizer step for the global batch, then split with the batch into
+    microbatches: accumulating over microbatches gives the same update as one big batch.
+    """
+    t_rng, n_rng, d_rng = jax.random.split(rng, 3)
     video = batch["video"]
     b = video.shape[0]
-    drop_text = None
+    if logsnr is None:
+        lsnr = schedule.logsnr(sample_times(t_rng, b, config.diffusion.time_sampling))
+    else:
+        lsnr = jnp.full((b,), logsnr, jnp.float32)
+    draws = {"logsnr": lsnr, "noise": jax.random.normal(n_rng, video.shape, jnp.float32)}
     if train and config.training.text_drop_prob > 0 and config.model.text_encoder != TextEncoderKind.NONE:
-        drop_text = jax.random.bernoulli(drop_rng, config.training.text_drop_prob, (b,))
-    kwargs = dict(text_kwargs(config, batch), drop_text=drop_text, frame_mask=batch.get("frame_mask"),
-                  deterministic=not train)
+        draws["drop_text"] = jax.random.bernoulli(d_rng, config.training.text_drop_prob, (b,))
+    return draws
+
+
+def _model_loss(params: Any, batch: dict[str, jax.Array], draws: dict[str, jax.Array],
+                dropout_rng: jax.Array | None, *, config: Config, bundle: ModelBundle, schedule: Schedule,
+                train: bool) -> tuple[jax.Array, Any]:
+    kwargs = dict(text_kwargs(config, batch), drop_text=draws.get("drop_text"),
+                  frame_mask=batch.get("frame_mask"), deterministic=not train)
 
     def denoise(z: jax.Array, lsnr: jax.Array) -> jax.Array:
         out = bundle.apply(params, z, lsnr, dropout_rng=dropout_rng if train else None, **kwargs)
         return out.prediction
 
-    out = diffusion_loss(denoise, video, loss_rng, config.diffusion, schedule, logsnr=logsnr)
+    # logsnr and noise are given, so the key is unused.
+    out = diffusion_loss(denoise, batch["video"], jax.random.key(0), config.diffusion, schedule,
+                         logsnr=draws["logsnr"], noise=draws["noise"])
     return out.loss, out
 
 
@@ -54,21 +71,23 @@ def ema_decay(config: Config, step: jax.Array) -> jax.Array:
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, config: Config, bundle: ModelBundle,
                schedule: Schedule) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step, with gradient accumulation over ``training.microbatches``."""
-    rng = jax.random.fold_in(state.rng, state.step)
+    """One optimizer step, with exact gradient accumulation over ``training.microbatches`` (the noise
+    is drawn for the whole batch first, so m microbatches give the update of one batch)."""
+    noise_rng, dropout_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
     m = config.training.microbatches
     grad_fn = jax.value_and_grad(_model_loss, has_aux=True)
     kw = dict(config=config, bundle=bundle, schedule=schedule, train=True)
+    draws = draw_noise(noise_rng, batch, config=config, schedule=schedule, train=True)
 
     if m == 1:
-        (loss, _), grads = grad_fn(state.params, batch, rng, **kw)
+        (loss, _), grads = grad_fn(state.params, batch, draws, dropout_rng, **kw)
     else:
-        micro = jax.tree.map(lambda x: x.reshape(m, x.shape[0] // m, *x.shape[1:]), batch)
+        micro = jax.tree.map(lambda x: x.reshape(m, x.shape[0] // m, *x.shape[1:]), (batch, draws))
 
         def accumulate(carry, inputs):
             g_acc, l_acc = carry
-            mb, i = inputs
-            (mb_loss, _), g = grad_fn(state.params, mb, jax.random.fold_in(rng, i), **kw)
+            (mb, mb_draws), i = inputs
+            (mb_loss, _), g = grad_fn(state.params, mb, mb_draws, jax.random.fold_in(dropout_rng, i), **kw)
             return (jax.tree.map(jnp.add, g_acc, g), l_acc + mb_loss), None
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
@@ -92,7 +111,9 @@ def eval_step(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, confi
     """Loss at each fixed log-SNR of ``evaluation.eval_logsnrs`` (comparable across steps): (K,)."""
     losses = []
     for i, lsnr in enumerate(config.evaluation.eval_logsnrs):
-        loss, _ = _model_loss(params, batch, jax.random.fold_in(rng, i), config=config, bundle=bundle,
-                              schedule=schedule, train=False, logsnr=jnp.float32(lsnr))
+        draws = draw_noise(jax.random.fold_in(rng, i), batch, config=config, schedule=schedule, train=False,
+                           logsnr=float(lsnr))
+        loss, _ = _model_loss(params, batch, draws, None, config=config, bundle=bundle, schedule=schedule,
+                              train=False)
         losses.append(loss)
     return jnp.stack(losses)
