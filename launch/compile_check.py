@@ -88,46 +88,17 @@ def abstract_batch(config, sharding) -> dict:
 
 
 def abstract_train_state(config, mesh):
-    """(abstract state with shardings, ModelBundle, state shardings) without allocating the state.
-
-    Mirrors ``vdm_jax.training.state.create_train_state``; only the small non-parameter NNX state
-    (RNG counters) is built for real, on the host.
-    """
+    """(abstract state with shardings, ModelBundle, state shardings) without allocating the state:
+    ``vdm_jax.training.state.plan_train_state``; only the small non-parameter NNX state (RNG
+    counters) is built for real, on the host."""
     import jax
-    import optax
-    from flax import nnx
-    from jax.sharding import NamedSharding, PartitionSpec
 
-    from vdm_jax.sharding import logical
-    from vdm_jax.training.optimizer import make_optimizer
-    from vdm_jax.training.state import ModelBundle, TrainState, build_model
+    from vdm_jax.training.state import model_others, plan_train_state
 
-    tx, lr_schedule = make_optimizer(config.optimizer, config.training.num_train_steps)
-    key = jax.random.PRNGKey(config.training.seed)
-    graphdef, abs_params, abs_others = nnx.split(nnx.eval_shape(lambda: build_model(config, key)),
-                                                 nnx.Param, ...)
-    param_sh = nnx.to_pure_dict(logical.state_shardings(abs_params, mesh, config.mesh.rules))
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def init(k):
-        _, params, _ = nnx.split(build_model(config, k), nnx.Param, ...)
-        params = nnx.to_pure_dict(params)
-        return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, ema_params=params,
-                          opt_state=tx.init(params), rng=jax.random.fold_in(k, 2))
-
-    abs_state = jax.eval_shape(init, key)
-    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_state.opt_state, param_sh,
-                                   transform_non_params=lambda _: replicated)
-    state_sh = TrainState(step=replicated, params=param_sh, ema_params=param_sh, opt_state=opt_sh,
-                          rng=replicated)
-    with jax.default_device(jax.local_devices(backend="cpu")[0]):
-        others = jax.jit(lambda k: nnx.to_pure_dict(nnx.split(build_model(config, k), nnx.Param, ...)[2]))(
-            key)
-    bundle = ModelBundle(graphdef=graphdef, others=nnx.State(others) if others else abs_others, tx=tx,
-                         lr_schedule=lr_schedule, param_shardings=param_sh)
-    abs_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                             abs_state, state_sh)
-    return abs_state, bundle, state_sh
+    plan = plan_train_state(config, mesh)
+    others = model_others(config, jax.local_devices(backend="cpu")[0])  # the topology may be deviceless
+    bundle = plan.model.bundle(others, plan.tx, plan.lr_schedule)
+    return plan.abstract_state, bundle, plan.state_shardings
 
 
 def compile_step(config, devices: Sequence, topology: str = "attached") -> Report:

@@ -17,13 +17,11 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-from flax import nnx
 
 from vdm_jax.config import Config, ConfigError, MeshConfig, from_configdict, to_dict
-from vdm_jax.sharding import logical
 from vdm_jax.sharding.mesh import make_mesh
 from vdm_jax.training import checkpointing as ckpt
-from vdm_jax.training.state import ModelBundle, build_model
+from vdm_jax.training.state import ModelBundle, model_others, plan_model
 
 # Model fields that are runtime choices (how the same weights are computed), not architecture.
 RUNTIME_MODEL_FIELDS = frozenset({"attention_backend", "cudnn_min_seq_len", "dtype", "remat",
@@ -157,18 +155,9 @@ class InferenceModel:
 def build_inference_model(config: Config, mesh: jax.sharding.Mesh) -> InferenceModel:
     """Abstract params with shardings for ``mesh`` plus the model's static bundle, allocating only the
     model's small non-parameter state (no params, no optimizer state)."""
-    key = jax.random.PRNGKey(config.training.seed)
-    abstract_model = nnx.eval_shape(lambda: build_model(config, key))
-    graphdef, abs_params, abs_others = nnx.split(abstract_model, nnx.Param, ...)
-    param_sh = nnx.to_pure_dict(logical.state_shardings(abs_params, mesh, config.mesh.rules))
-    pure_params = nnx.to_pure_dict(abs_params)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), pure_params,
-                            param_sh)
-    others = jax.jit(lambda k: nnx.to_pure_dict(nnx.split(build_model(config, k), nnx.Param, ...)[2]))(key)
-    bundle = ModelBundle(graphdef=graphdef, others=nnx.State(others) if others else abs_others,
-                         tx=optax.identity(), lr_schedule=optax.constant_schedule(0.0),
-                         param_shardings=param_sh)
-    return InferenceModel(config=config, mesh=mesh, bundle=bundle, abstract_params=abstract)
+    plan = plan_model(config, mesh)
+    bundle = plan.bundle(model_others(config), optax.identity(), optax.constant_schedule(0.0))
+    return InferenceModel(config=config, mesh=mesh, bundle=bundle, abstract_params=plan.abstract_params)
 
 
 def restore_ema_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
