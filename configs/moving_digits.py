@@ -35,7 +35,9 @@ def get_config(arg: str | None = None):
     c.model.text_layers = 1
     c.model.text_heads = 4
 
-    c.diffusion.target = "eps"
+    # v-prediction (Imagen Video's choice): at 800 steps it gives clean black backgrounds and the
+    # captioned size/glyph far more often than eps (size 69% -> 98%, count 92% -> 99%; README).
+    c.diffusion.target = "v"
     c.sampling.name = "ddim"
     c.sampling.steps = 32
     c.sampling.guidance_weight = 2.0
