@@ -123,7 +123,8 @@ def test_config_mismatches_ignore_runtime_fields(tmp_path):
 
     runtime = replace(cfg, model={"remat": "full", "attention_backend": "xla"}, training={"seed": 3})
     assert loading.config_mismatches(cfg, runtime) == []
-    changed = replace(cfg, model={"channel_mults": (1, 1)}, diffusion={"target": "v"})
+    other_target = "eps" if cfg.diffusion.target.value == "v" else "v"
+    changed = replace(cfg, model={"channel_mults": (1, 1)}, diffusion={"target": other_target})
     assert [f for f, _, _ in loading.config_mismatches(cfg, changed)] == ["model.channel_mults",
                                                                           "diffusion.target"]
     with pytest.raises(loading.EvalInputError, match=r"channel_mults .*\(and 1 more: diffusion.target\)"):
