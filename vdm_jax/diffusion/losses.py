@@ -37,6 +37,15 @@ def sample_times(rng: jax.Array, batch: int, kind: TimeSampling) -> jax.Array:
     return jnp.mod(u + jnp.arange(batch, dtype=jnp.float32) / batch, 1.0)
 
 
+def sample_logsnr(rng: jax.Array | None, batch: int, cfg: DiffusionConfig, schedule: Schedule,
+                  logsnr: jax.Array | float | None = None) -> jax.Array:
+    """(B,) noise levels: ``logsnr`` broadcast when given, else times drawn from ``rng`` per
+    ``cfg.time_sampling`` and mapped through the schedule."""
+    if logsnr is not None:
+        return jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), (batch,))
+    return schedule.logsnr(sample_times(rng, batch, cfg.time_sampling))
+
+
 def loss_weight(logsnr: jax.Array, cfg: DiffusionConfig) -> jax.Array:
     """Per-example weight for the chosen target and weighting."""
     weighting, target = LossWeighting(cfg.loss_weighting), Target(cfg.target)
@@ -65,7 +74,7 @@ def _per_example_mse(err2: jax.Array, frame_weights: jax.Array | None) -> jax.Ar
 def diffusion_loss(
     denoise_fn: Callable[[jax.Array, jax.Array], jax.Array],
     x0: jax.Array,
-    rng: jax.Array,
+    rng: jax.Array | None,
     cfg: DiffusionConfig,
     schedule: Schedule,
     *,
@@ -77,16 +86,14 @@ def diffusion_loss(
 
     `logsnr` (scalar or (B,)) fixes the noise levels (evaluation); otherwise times are drawn from
     `rng` per cfg.time_sampling; `noise` (x0's shape) fixes the Gaussian noise (the train step draws
-    both for the whole batch, so that gradient accumulation over microbatches is exact).
-    `frame_weights` ((T,) or (B, T)) weights frames (axis 1) in the per-example mean (e.g. 0 on
+    both for the whole batch, so that gradient accumulation over microbatches is exact; `rng` may
+    then be None). `frame_weights` ((T,) or (B, T)) weights frames (axis 1) in the per-example mean (e.g. 0 on
     conditioning frames).
     """
-    batch = x0.shape[0]
-    t_rng, n_rng = jax.random.split(rng)
-    if logsnr is None:
-        logsnr = schedule.logsnr(sample_times(t_rng, batch, cfg.time_sampling))
-    else:
-        logsnr = jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), (batch,))
+    if rng is None and (logsnr is None or noise is None):
+        raise ValueError("diffusion_loss needs an rng unless both logsnr and noise are given")
+    t_rng, n_rng = jax.random.split(rng) if rng is not None else (None, None)
+    logsnr = sample_logsnr(t_rng, x0.shape[0], cfg, schedule, logsnr)
     if noise is None:
         noise = jax.random.normal(n_rng, x0.shape, jnp.float32)
     elif noise.shape != x0.shape:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from vdm_jax.config import Config, TextEncoderKind
-from vdm_jax.diffusion.losses import diffusion_loss, sample_times
+from vdm_jax.diffusion.losses import diffusion_loss, sample_logsnr
 from vdm_jax.diffusion.schedules import Schedule
 from vdm_jax.training.state import ModelBundle, TrainState
 
@@ -35,11 +35,8 @@ def draw_noise(rng: jax.Array, batch: dict[str, jax.Array], *, config: Config, s
     t_rng, n_rng, d_rng = jax.random.split(rng, 3)
     video = batch["video"]
     b = video.shape[0]
-    if logsnr is None:
-        lsnr = schedule.logsnr(sample_times(t_rng, b, config.diffusion.time_sampling))
-    else:
-        lsnr = jnp.full((b,), logsnr, jnp.float32)
-    draws = {"logsnr": lsnr, "noise": jax.random.normal(n_rng, video.shape, jnp.float32)}
+    draws = {"logsnr": sample_logsnr(t_rng, b, config.diffusion, schedule, logsnr),
+             "noise": jax.random.normal(n_rng, video.shape, jnp.float32)}
     if train and config.training.text_drop_prob > 0 and config.model.text_encoder != TextEncoderKind.NONE:
         draws["drop_text"] = jax.random.bernoulli(d_rng, config.training.text_drop_prob, (b,))
     return draws
@@ -55,8 +52,7 @@ def _model_loss(params: Any, batch: dict[str, jax.Array], draws: dict[str, jax.A
         out = bundle.apply(params, z, lsnr, dropout_rng=dropout_rng if train else None, **kwargs)
         return out.prediction
 
-    # logsnr and noise are given, so the key is unused.
-    out = diffusion_loss(denoise, batch["video"], jax.random.key(0), config.diffusion, schedule,
+    out = diffusion_loss(denoise, batch["video"], None, config.diffusion, schedule,
                          logsnr=draws["logsnr"], noise=draws["noise"])
     return out.loss, out
 
