@@ -58,6 +58,14 @@ def base_config() -> ml_collections.ConfigDict:
     m.temporal_rel_pos_buckets = 32
     m.temporal_rel_pos_max_distance = 64
     m.temporal_abs_pos = False
+    m.temporal_conv = False
+    m.frame_conditioning = False
+    m.frame_embedding = False
+    m.pixel_embedding = False
+    m.mid_space_time_attention = False
+    m.frame_text_pooling = False
+    m.text_bag_of_words = False
+    m.position_zero_init = True
     m.cross_attention = True
     m.text_encoder = "transformer"
     m.vocab_size = 260
@@ -78,6 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
     d.logsnr_min = -20.0
     d.logsnr_max = 20.0
     d.shift_base_resolution = 64
+    d.logsnr_shift = 0.0
     d.target = "eps"
     d.loss_weighting = "none"
     d.min_snr_gamma = 5.0
@@ -170,6 +179,8 @@ def base_config() -> ml_collections.ConfigDict:
     e.prediction_context_frames = 2
     e.num_prediction_clips = 16
     e.eval_logsnrs = (-4.0, 0.0, 4.0)
+    e.probe_logsnrs = (-8.0, -6.0, -4.0, -2.0, 0.0)
+    e.num_probe_clips = 128
     e.batch_size = 16
     e.follow_poll_seconds = 10.0
     e.lpips = True

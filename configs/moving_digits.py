@@ -107,6 +107,7 @@ def get_config(arg: str | None = None):
         c.evaluation.num_prediction_clips = 2
         c.evaluation.batch_size = 4
         c.evaluation.prediction_context_frames = 1
+        c.evaluation.num_probe_clips = 8
     if a.steps:
         c.training.num_train_steps = a.steps
     if a.batch:

@@ -121,6 +121,18 @@ class ModelConfig:
     # Also add a sinusoidal absolute frame-index embedding (learned projection, zero-initialised)
     # to the temporal attention input, so each frame knows where it is in the clip.
     temporal_abs_pos: bool = False
+    # Motion options (each an identity at initialisation: its last projection is zero-initialised).
+    temporal_conv: bool = False  # (3,1,1) conv over frames in every residual block
+    frame_conditioning: bool = False  # per-frame FiLM: frame-index term in the conditioning MLP
+    frame_embedding: bool = False  # frame-index embedding added to the feature map after conv_in
+    pixel_embedding: bool = False  # 2-D pixel-position embedding added to the feature map
+    mid_space_time_attention: bool = False  # joint space-time attention in the middle block
+    frame_text_pooling: bool = False  # per-frame text pooling: frame index in the pooling query
+    text_bag_of_words: bool = False  # add the mean of directly learned word embeddings to the pooled text
+    # Zero-initialise the frame-index and pixel-position projections (identity at init, for adding
+    # them to a trained model). False starts them random, so that caption x frame x position
+    # products exist from the first step (training from scratch; see BUILD_NOTES).
+    position_zero_init: bool = True
     cross_attention: bool = True  # Imagen-style text cross-attention at attention resolutions
     text_encoder: TextEncoderKind = TextEncoderKind.TRANSFORMER
     vocab_size: int = 260  # byte tokenizer: 256 bytes + pad/bos/eos/unk
@@ -164,6 +176,9 @@ class DiffusionConfig:
     logsnr_min: float = -20.0
     logsnr_max: float = 20.0
     shift_base_resolution: int = 64  # shifted cosine: logsnr += 2*log(base/resolution)
+    # Added to the schedule's log-SNR at every t (endpoints kept); negative = more noise. Used by
+    # training, eval and every sampler alike (see diffusion/schedules.py).
+    logsnr_shift: float = 0.0
     target: Target = Target.EPS
     loss_weighting: LossWeighting = LossWeighting.NONE
     min_snr_gamma: float = 5.0
@@ -417,6 +432,10 @@ class EvalConfig:
     prediction_context_frames: int = 2  # prediction task: the first k frames are given
     num_prediction_clips: int = 16
     eval_logsnrs: tuple[float, ...] = (-4.0, 0.0, 4.0)  # fixed noise levels for the eval loss
+    # Temporal probe (evaluation/temporal_probe.py): loss on real / time-reversed / direction-swapped /
+    # frame-shuffled test clips at these log-SNRs; 0 clips turns it off.
+    probe_logsnrs: tuple[float, ...] = (-8.0, -6.0, -4.0, -2.0, 0.0)
+    num_probe_clips: int = 128
     batch_size: int = 16
     follow_poll_seconds: float = 10.0
     lpips: bool = True
@@ -438,6 +457,10 @@ class EvalConfig:
             _fail(f"{f}.prediction_context_frames", "must be >= 1")
         if not self.eval_logsnrs:
             _fail(f"{f}.eval_logsnrs", "must list at least one log-SNR")
+        if self.num_probe_clips < 0:
+            _fail(f"{f}.num_probe_clips", f"must be >= 0 (0 = no temporal probe), got {self.num_probe_clips}")
+        if self.num_probe_clips and not self.probe_logsnrs:
+            _fail(f"{f}.probe_logsnrs", "must list at least one log-SNR when num_probe_clips > 0")
         if self.lpips_net not in ("alexnet", "vgg16"):
             _fail(f"{f}.lpips_net", f"unknown value {self.lpips_net!r}; allowed: ['alexnet', 'vgg16']")
         if self.fvd_feature_layer not in ("logits", "pool"):

@@ -9,10 +9,18 @@ Schedules (all strictly decreasing in t, exact at both endpoints, with an exact 
   cosine:          logsnr(t) = -2 log tan(a + t (b - a)),  a = atan(exp(-max/2)), b = atan(exp(-min/2)),
                    i.e. the cosine schedule -2 log tan(pi t / 2) with t rescaled so that it is clipped to
                    [logsnr_min, logsnr_max] smoothly (no flat segments).
-  shifted_cosine:  logsnr(t) = cosine'(t) + shift, shift = 2 log(shift_base_resolution / resolution),
-                   where cosine' uses the endpoints shifted by -shift, so logsnr stays in [min, max].
+  shifted_cosine:  cosine with the shift 2 log(shift_base_resolution / resolution) added (Hoogeboom
+                   et al. 2023: a resolution-derived shift; see :func:`resolution_shift`).
   linear:          logsnr(t) = logsnr_max + t (logsnr_min - logsnr_max)  (linear in log-SNR, VDM's
                    "linear gamma").
+
+Log-SNR shift (``diffusion.logsnr_shift``, in log-SNR units; NEGATIVE = MORE NOISE): every schedule
+becomes logsnr(t) = base'(t) + shift, where base' is the base schedule built on the endpoints
+shifted by -shift, so logsnr still spans exactly [logsnr_min, logsnr_max]. For cosine this moves
+the whole interior by `shift` (Chen 2023; Open-Sora's time shift by sqrt(T) is a shift of -log T);
+the linear schedule is uniform in log-SNR, so a shift leaves it unchanged by construction.
+The total shift (``logsnr_shift`` + the shifted_cosine resolution term) is used by the training
+loss, evaluation and every sampler, since all of them draw their log-SNRs from this object.
 """
 
 from __future__ import annotations
@@ -24,6 +32,12 @@ import jax
 import jax.numpy as jnp
 
 from vdm_jax.config import DiffusionConfig, ScheduleKind
+
+
+def resolution_shift(base_resolution: int, resolution: int) -> float:
+    """The log-SNR shift 2 log(base / resolution) that gives a ``resolution`` model the noise of a
+    ``base_resolution`` model (simple diffusion); negative (more noise) when resolution > base."""
+    return 2.0 * math.log(base_resolution / resolution)
 
 
 def alpha_sigma(logsnr: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -39,15 +53,16 @@ class Schedule:
     kind: ScheduleKind
     logsnr_min: float
     logsnr_max: float
-    shift: float = 0.0  # added to the cosine log-SNR (shifted_cosine only)
+    shift: float = 0.0  # total log-SNR shift (negative = more noise)
 
     @classmethod
     def from_config(cls, cfg: DiffusionConfig, resolution: int) -> Schedule:
         if resolution < 1:
             raise ValueError(f"Schedule: resolution must be >= 1, got {resolution}")
         kind = ScheduleKind(cfg.schedule)
-        shifted = kind is ScheduleKind.SHIFTED_COSINE
-        shift = 2.0 * math.log(cfg.shift_base_resolution / resolution) if shifted else 0.0
+        shift = float(cfg.logsnr_shift)
+        if kind is ScheduleKind.SHIFTED_COSINE:
+            shift += resolution_shift(cfg.shift_base_resolution, resolution)
         return cls(kind, float(cfg.logsnr_min), float(cfg.logsnr_max), shift)
 
     def _cos_range(self) -> tuple[float, float]:

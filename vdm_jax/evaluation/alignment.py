@@ -229,6 +229,45 @@ def _score_clip(objects: list[DetectedObject], attrs: dict) -> dict[str, list[bo
     return hits
 
 
+def net_displacement(track: np.ndarray) -> np.ndarray:
+    """(dx, dy) from the first to the last frame where the object is seen; (nan, nan) if < 2 frames."""
+    valid = np.nonzero(~np.isnan(track[:, 0]))[0]
+    if valid.size < 2:
+        return np.full(2, np.nan, np.float32)
+    return (track[valid[-1]] - track[valid[0]]).astype(np.float32)
+
+
+def motion_diagnostics(clips: Sequence[np.ndarray] | np.ndarray, captions: Sequence[str | dict]
+                       ) -> dict[str, object]:
+    """How motion goes wrong, beyond the accuracy (objects found by colour, as in the scorer):
+
+    ``align_static_rate``: fraction of captioned-motion objects detected as not moving;
+    ``align_direction_sign_acc``: for "moves <dir>" captions, fraction whose net displacement along
+    the captioned axis has the captioned sign (threshold-free, chance 50%);
+    ``align_motion_confusion``: {captioned motion: {detected motion or 'static': count}}.
+    """
+    static, sign_ok = [], []
+    confusion: dict[str, dict[str, int]] = {}
+    for clip, cap in zip(clips, captions):
+        attrs = parse_caption(cap) if isinstance(cap, str) else cap
+        by_color = {o.color: o for o in detect_objects(clip)}
+        for i in range(int(attrs["num_objects"])):
+            motion, obj = int(attrs["motion"][i]), by_color.get(int(attrs["color"][i]))
+            if motion < 0 or obj is None:
+                continue
+            static.append(obj.motion < 0)
+            row = confusion.setdefault(spec.MOTION_NAMES[motion], {})
+            name = spec.MOTION_NAMES[obj.motion] if obj.motion >= 0 else "static"
+            row[name] = row.get(name, 0) + 1
+            if not spec.MOTION_BOUNCES[motion]:
+                d = net_displacement(obj.track)[spec.MOTION_AXIS[motion]]
+                sign_ok.append(bool(np.isfinite(d) and np.sign(d) == spec.MOTION_SIGN[motion]))
+    return {"align_static_rate": float(np.mean(static)) if static else float("nan"),
+            "align_direction_sign_acc": float(np.mean(sign_ok)) if sign_ok else float("nan"),
+            "align_direction_sign_chance": 0.5,
+            "align_motion_confusion": confusion}
+
+
 def score_alignment(clips: Sequence[np.ndarray] | np.ndarray, captions: Sequence[str | dict],
                     max_objects: int = spec.MAX_OBJECTS) -> dict[str, float]:
     """Per-attribute accuracy of clips against their captions (text or attribute dicts).

@@ -87,6 +87,7 @@ class Evaluator:
         self.model = loading.build_inference_model(config, self.mesh)
         self.generator = Generator(config, self.model.bundle, config.sampling)
         self.loss = tasks.LossEvaluator(config, self.model.bundle, self.mesh)
+        self.probe = tasks.ProbeEvaluator(config, self.model.bundle, self.mesh)
         self._data: tasks.EvalData | None = None
         self._extractor = None
         self._lpips = None
@@ -144,6 +145,9 @@ class Evaluator:
         with jax.set_mesh(self.mesh):  # the model's programs; the feature networks use their own devices
             with timer("eval_loss"):
                 out.update(self.loss(params, tokenizer))
+            if e.num_probe_clips:
+                with timer("temporal_probe"):
+                    out.update(self.probe(params, tokenizer, data))
             with timer("text_to_video"):
                 generated, rate = tasks.text_to_video(self.generator, params, data, n_t2v, c)
             with timer("prediction"):
@@ -168,7 +172,8 @@ class Evaluator:
         return out
 
 
-_ORDER = ("step", "eval_loss", "fvd", "align_", "pred_", "sample_clips_per_sec", "i3d_clips_per_sec",
+_ORDER = ("step", "eval_loss", "fvd", "align_", "pred_", "probe_", "sample_clips_per_sec",
+          "i3d_clips_per_sec",
           "eval_seconds")
 
 

@@ -24,6 +24,8 @@ from jax.sharding import NamedSharding
 from vdm_jax.config import Config
 from vdm_jax.diffusion.schedules import Schedule
 from vdm_jax.evaluation.generation import Generator, encode_prompts, generate_in_batches
+from vdm_jax.evaluation.prediction_baselines import BASELINES
+from vdm_jax.evaluation.temporal_probe import temporal_probe
 from vdm_jax.sharding import logical
 from vdm_jax.training.state import ModelBundle
 from vdm_jax.training.step import eval_step
@@ -45,7 +47,8 @@ class EvalData:
 
 def num_records_needed(config: Config) -> int:
     e = config.evaluation
-    return max(e.num_fvd_clips if e.fvd else 0, e.num_alignment_clips, e.num_prediction_clips)
+    return max(e.num_fvd_clips if e.fvd else 0, e.num_alignment_clips, e.num_prediction_clips,
+               e.num_probe_clips)
 
 
 def load_eval_data(config: Config, tokenizer: Any) -> EvalData:
@@ -105,6 +108,39 @@ class LossEvaluator:
         return out
 
 
+class ProbeEvaluator:
+    """The temporal probe (:mod:`vdm_jax.evaluation.temporal_probe`) through the training's eval step,
+    at ``evaluation.probe_logsnrs`` on the first ``evaluation.num_probe_clips`` eval clips."""
+
+    def __init__(self, config: Config, bundle: ModelBundle, mesh: jax.sharding.Mesh):
+        e = config.evaluation
+        self.config, self.mesh = config, mesh
+        probe_eval = dataclasses.replace(e, eval_logsnrs=e.probe_logsnrs)
+        probe_config = dataclasses.replace(config, evaluation=probe_eval)
+        schedule = Schedule.from_config(config.diffusion, config.data.resolution)
+        self._fn = jax.jit(lambda p, b, r: eval_step(p, b, r, config=probe_config, bundle=bundle,
+                                                     schedule=schedule))
+
+    def __call__(self, params: Any, tokenizer: Any, data: EvalData) -> dict[str, float]:
+        c, e = self.config, self.config.evaluation
+        n = min(e.num_probe_clips, len(data.videos))
+        if n < e.batch_size:
+            logging.warning("temporal probe skipped: %d eval clips < evaluation.batch_size=%d", n,
+                            e.batch_size)
+            return {}
+        sharding = _batch_sharding(self.mesh, c.mesh.rules, e.batch_size)
+
+        def place(batch):  # every process holds the whole (global) batch: each takes its shards
+            return {k: jax.make_array_from_callback(np.shape(v), sharding,
+                                                    lambda idx, v=v: np.asarray(v)[idx])
+                    for k, v in batch.items()}
+
+        return temporal_probe(
+            self._fn, params, data.videos[:n], data.captions[:n],
+            lambda caps: encode_prompts(tokenizer, caps, c.model.max_text_len), e.probe_logsnrs,
+            batch_size=e.batch_size, seed=e.seed, to_device=place)
+
+
 def text_to_video(generator: Generator, params: Any, data: EvalData, n: int, config: Config
                   ) -> tuple[np.ndarray, float]:
     """uint8 clips for the first ``n`` captions (fixed seed per batch) and the clips/s reached."""
@@ -127,11 +163,14 @@ def fvd_metrics(extractor: Any, generated: np.ndarray, data: EvalData, cache_dir
     return out
 
 
-def alignment_metrics(generated: np.ndarray, data: EvalData, config: Config) -> dict[str, float]:
-    from vdm_jax.evaluation.alignment import score_alignment
+def alignment_metrics(generated: np.ndarray, data: EvalData, config: Config) -> dict[str, Any]:
+    from vdm_jax.evaluation.alignment import motion_diagnostics, score_alignment
 
     n = min(len(generated), config.evaluation.num_alignment_clips)
-    return score_alignment(list(generated[:n]), data.attributes[:n], max_objects=config.data.max_objects)
+    out: dict[str, Any] = score_alignment(list(generated[:n]), data.attributes[:n],
+                                          max_objects=config.data.max_objects)
+    out.update(motion_diagnostics(list(generated[:n]), data.attributes[:n]))
+    return out
 
 
 def predict_clips(generator: Generator, params: Any, data: EvalData, config: Config) -> np.ndarray:
@@ -156,6 +195,9 @@ def prediction_scores(generated: np.ndarray, data: EvalData, config: Config, lpi
     k, n = config.evaluation.prediction_context_frames, len(generated)
     metrics = prediction_metrics(generated, data.videos[:n], k, lpips_fn=lpips)
     out: dict[str, Any] = {f"pred_{name}": v for name, v in metrics.items()}
+    for baseline, make in BASELINES.items():  # model-free references on the same clips
+        scores = prediction_metrics(make(data.videos[:n], k), data.videos[:n], k, lpips_fn=lpips)
+        out.update({f"pred_{baseline}_{name}": v for name, v in scores.items()})
     protocol = {"context_frames": k, "num_clips": n, "method": config.sampling.conditioning_method,
                 "reconstruction_weight": config.sampling.reconstruction_weight,
                 "frames_scored": "generated only"}

@@ -179,3 +179,41 @@ class TemporalAttention(nnx.Module):
         probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
         out = jnp.einsum("bhwnts,bshwnd->bthwnd", probs, v).reshape(b, t, h, w, c)
         return constrain(x + self.proj.o(out), TEMPORAL_AXES, self.rules)
+
+
+def space_time_mask(frame_mask: jax.Array, tokens_per_frame: int) -> jax.Array:
+    """(B, T) bool -> (B, 1, T*S, T*S) allowed[q, k] for joint space-time attention.
+
+    Video frames' tokens attend to every video token; an image frame's tokens only to their own
+    frame (the joint image-video rule of :func:`temporal_mask`, extended to all pixels).
+    """
+    allowed = jnp.repeat(temporal_mask(frame_mask), tokens_per_frame, axis=1)
+    allowed = jnp.repeat(allowed, tokens_per_frame, axis=2)
+    return allowed[:, None]
+
+
+class SpaceTimeAttention(nnx.Module):
+    """Joint self-attention over all frames and pixels of a clip (for low-resolution levels).
+
+    Replaces the factorized spatial + temporal pair where ``model.mid_space_time_attention`` asks
+    for it: a token sees every other position in every frame, so large motions need no chain of
+    spatial and temporal hops. Cost grows with (T*H*W)^2, so it is meant for the middle block.
+    """
+
+    def __init__(self, channels: int, heads: int, *, dtype, rngs: nnx.Rngs, rules: Rules = ()):
+        self.norm = GroupNorm(channels, dtype=dtype)
+        self.proj = _QKVO(channels, channels, heads, dtype=dtype, rngs=rngs)
+        self.frame_pos = Dense(channels, channels, ("embed", "heads"), dtype=dtype, rngs=rngs,
+                               kernel_init=nnx.initializers.zeros)
+        self.rules = tuple(rules)
+
+    def __call__(self, x: jax.Array, frame_mask: jax.Array) -> jax.Array:
+        b, t, h, w, c = x.shape
+        x = constrain(x, SPATIAL_AXES, self.rules)
+        # Frame index (zero-initialised projection) so that tokens know their time.
+        y = self.norm(x) + self.frame_pos(sinusoidal_embedding(jnp.arange(t), c, max_period=100.0)
+                                          )[None, :, None, None, :].astype(x.dtype)
+        y = y.reshape(b, t * h * w, c)
+        q, k, v = (self.proj.split(f(y)) for f in (self.proj.q, self.proj.k, self.proj.v))
+        out = attend(q, k, v, "xla", mask=space_time_mask(frame_mask, h * w)).reshape(b, t, h, w, c)
+        return constrain(x + self.proj.o(out), SPATIAL_AXES, self.rules)

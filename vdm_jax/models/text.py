@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vdm_jax.config import ModelConfig, TextEncoderKind
-from vdm_jax.models.layers import MLP, Dense, LayerNorm, param
+from vdm_jax.models.layers import MLP, Dense, LayerNorm, param, sinusoidal_embedding
 
 TOKEN_AXES = ("act_batch", "act_tokens", "act_embed")
 
@@ -66,7 +66,11 @@ class TextEncoder(nnx.Module):
 
 
 class AttentionPool(nnx.Module):
-    """A learned query attends over the (masked) token features -> one vector (B, text_dim)."""
+    """A learned query attends over the (masked) token features -> one vector (B, text_dim).
+
+    With ``queries`` (B, Q, text_dim) added to the learned query, it returns (B, Q, text_dim): one
+    pooled vector per query (e.g. per frame, so that each frame can weigh the words differently).
+    """
 
     def __init__(self, dim: int, heads: int, *, dtype, rngs: nnx.Rngs):
         self.query = param(rngs, nnx.initializers.normal(0.02), (1, dim), (None, "embed"))
@@ -75,12 +79,17 @@ class AttentionPool(nnx.Module):
         self.o = Dense(dim, dim, ("heads", "embed"), dtype=dtype, rngs=rngs)
         self.heads, self.dtype = heads, dtype
 
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, queries: jax.Array | None = None) -> jax.Array:
         b, n, d = x.shape
-        q = jnp.broadcast_to(self.query[...].astype(self.dtype), (b, 1, d)).reshape(b, 1, self.heads, -1)
+        q = jnp.broadcast_to(self.query[...].astype(self.dtype), (b, 1, d))
+        if queries is not None:
+            q = q + queries.astype(self.dtype)
+        nq = q.shape[1]
+        q = q.reshape(b, nq, self.heads, -1)
         k, v = (f(x).reshape(b, n, self.heads, -1) for f in (self.k, self.v))
         att = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :], implementation="xla")
-        return self.o(att.reshape(b, d))
+        out = self.o(att.reshape(b, nq, d))
+        return out if queries is not None else out[:, 0]
 
 
 class TextConditioning(nnx.Module):
@@ -95,9 +104,27 @@ class TextConditioning(nnx.Module):
         self.encoder = TextEncoder(cfg, dtype=dtype, rngs=rngs)
         self.null = param(rngs, nnx.initializers.normal(0.02), (1, cfg.text_dim), (None, "embed"))
         self.pool = AttentionPool(cfg.text_dim, cfg.text_heads, dtype=dtype, rngs=rngs)
+        # Per-frame pooling: a frame-index term added to the pooling query (fan-in init), so each
+        # frame weighs the words differently from the first step on.
+        self.frame_query = Dense(cfg.text_dim, cfg.text_dim, ("embed", "mlp"), dtype=dtype, rngs=rngs,
+                                 use_bias=False) if cfg.frame_text_pooling else None
+        # Bag of words: the mean of a second, directly learned embedding of the token ids, added to
+        # the pooled vector. Each word keeps its own O(1) vector, however the encoder's features
+        # evolve, so rare-but-decisive words (e.g. motion directions) stay distinguishable.
+        use_bow = cfg.text_bag_of_words and cfg.text_encoder == TextEncoderKind.TRANSFORMER
+        self.bow = param(rngs, nnx.initializers.normal(1.0), (cfg.vocab_size, cfg.text_dim),
+                         ("vocab", "embed")) if use_bow else None
         self.text_dim, self.dtype, self.max_len = cfg.text_dim, dtype, cfg.max_text_len
 
-    def __call__(self, batch: int, tokens, token_mask, embeddings, drop_text):
+    def _bag_of_words(self, tokens, mask, drop):
+        w = (mask & ~drop[:, None]).astype(jnp.float32)
+        bow = jnp.einsum("bl,bld->bd", w, self.bow[...][tokens]) / jnp.maximum(w.sum(1, keepdims=True), 1.0)
+        return bow.astype(self.dtype)
+
+    def __call__(self, batch: int, tokens, token_mask, embeddings, drop_text, frame_mask=None):
+        """Returns (features, mask, pooled); pooled is (B, T, text_dim) per frame with
+        ``model.frame_text_pooling`` (``frame_mask`` (B, T) gives T; image frames pool without the
+        frame term), else (B, text_dim)."""
         if tokens is None and embeddings is None:  # no text at all: the null text everywhere
             length = 1
             feats = jnp.zeros((batch, 1, self.text_dim), self.dtype)
@@ -114,4 +141,15 @@ class TextConditioning(nnx.Module):
         feats = jnp.where(drop[:, None, None], null, feats)
         mask = jnp.where(drop[:, None], first[None, :], mask)
         mask = mask | ~mask.any(axis=1, keepdims=True) & first[None, :]  # never an all-masked row
-        return feats, mask, self.pool(feats, mask)
+        bow = None
+        if self.bow is not None and tokens is not None:
+            word_mask = token_mask.astype(bool) if token_mask is not None else tokens > 0
+            bow = self._bag_of_words(tokens, word_mask, drop)
+        if self.frame_query is None or frame_mask is None:
+            pooled = self.pool(feats, mask)
+            return feats, mask, pooled if bow is None else pooled + bow
+        t = frame_mask.shape[1]
+        frames = self.frame_query(sinusoidal_embedding(jnp.arange(t), self.text_dim, max_period=100.0))
+        queries = frames[None] * frame_mask[..., None].astype(frames.dtype)  # (B, T, text_dim)
+        pooled = self.pool(feats, mask, queries)
+        return feats, mask, pooled if bow is None else pooled + bow[:, None]

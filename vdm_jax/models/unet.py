@@ -16,7 +16,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vdm_jax.config import DType, ModelConfig, RematPolicy, TextEncoderKind
-from vdm_jax.models.attention import CrossAttention, SpatialAttention, TemporalAttention, heads_for
+from vdm_jax.models.attention import (
+    CrossAttention,
+    SpaceTimeAttention,
+    SpatialAttention,
+    TemporalAttention,
+    heads_for,
+)
+from vdm_jax.models.frames import PositionEmbedding, TemporalConv, frame_index_embedding
 from vdm_jax.models.layers import SPATIAL_AXES, Conv3x3, Dense, GroupNorm, sinusoidal_embedding
 from vdm_jax.models.text import TextConditioning
 from vdm_jax.sharding.logical import Rules, constrain
@@ -68,11 +75,15 @@ class ResBlock(nnx.Module):
         self.norm2, self.conv2 = GroupNorm(out_ch, dtype=dt), Conv3x3(out_ch, out_ch, **conv)
         self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs) if cfg.dropout > 0 else None
         self.skip = Dense(in_ch, out_ch, ("embed", "mlp"), dtype=dt, rngs=rngs) if in_ch != out_ch else None
+        self.temporal_conv = (TemporalConv(out_ch, dtype=dt, rngs=rngs, rules=ctx.rules)
+                              if cfg.temporal_conv else None)
         self.rules = ctx.rules
 
-    def __call__(self, x: jax.Array, cond: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, cond: jax.Array, frame_mask: jax.Array,
+                 deterministic: bool) -> jax.Array:
+        """x (B, T, H, W, C); cond (B, T, cond_dim): one conditioning vector per frame."""
         h = self.conv1(jax.nn.silu(self.norm1(x)))
-        scale, shift = jnp.split(self.film(jax.nn.silu(cond))[:, None, None, None, :], 2, axis=-1)
+        scale, shift = jnp.split(self.film(jax.nn.silu(cond))[:, :, None, None, :], 2, axis=-1)
         h = jax.nn.silu(self.norm2(h) * (1 + scale) + shift)
         if self.dropout is not None:
             h = self.dropout(h, deterministic=deterministic)
@@ -80,30 +91,39 @@ class ResBlock(nnx.Module):
         # Pin the skip projection to the spatial layout: without it, jax 0.10.2's SPMD partitioner
         # computes wrong weight gradients for this einsum under data x context meshes.
         skip = x if self.skip is None else constrain(self.skip(x), SPATIAL_AXES, self.rules)
-        return skip + h
+        h = skip + h
+        return h if self.temporal_conv is None else self.temporal_conv(h, frame_mask)
 
 
 class UNetBlock(nnx.Module):
-    """Residual block -> [spatial attention -> text cross-attention] -> temporal attention."""
+    """Residual block -> [spatial attention -> text cross-attention] -> temporal attention.
 
-    def __init__(self, in_ch: int, out_ch: int, ctx: _Ctx, *, attention: bool, rngs: nnx.Rngs):
+    ``joint=True`` replaces the spatial and temporal attention by one space-time attention.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, ctx: _Ctx, *, attention: bool, rngs: nnx.Rngs,
+                 joint: bool = False):
         cfg, dt = ctx.cfg, ctx.dtype
         heads = heads_for(out_ch, cfg.head_dim, cfg.num_heads)
         self.res = ResBlock(in_ch, out_ch, ctx, rngs=rngs)
+        self.joint = (SpaceTimeAttention(out_ch, heads, dtype=dt, rngs=rngs, rules=ctx.rules)
+                      if joint else None)
         self.spatial = SpatialAttention(out_ch, heads, backend=cfg.attention_backend,
                                         min_seq_len=cfg.cudnn_min_seq_len, dtype=dt, rngs=rngs,
-                                        rules=ctx.rules) if attention else None
+                                        rules=ctx.rules) if attention and not joint else None
         use_text = attention and cfg.cross_attention and cfg.text_encoder != TextEncoderKind.NONE
         self.cross = CrossAttention(out_ch, cfg.text_dim, heads, dtype=dt, rngs=rngs,
                                     rules=ctx.rules) if use_text else None
         self.temporal = TemporalAttention(
             out_ch, heads, num_buckets=cfg.temporal_rel_pos_buckets,
             max_distance=cfg.temporal_rel_pos_max_distance, dtype=dt, rngs=rngs,
-            rules=ctx.rules, abs_pos=cfg.temporal_abs_pos) if cfg.temporal_attention else None
+            rules=ctx.rules, abs_pos=cfg.temporal_abs_pos) if cfg.temporal_attention and not joint else None
         self.policy_name = cfg.remat
 
     def forward(self, x, cond, text, text_mask, frame_mask, deterministic: bool):
-        x = self.res(x, cond, deterministic)
+        x = self.res(x, cond, frame_mask, deterministic)
+        if self.joint is not None:
+            x = self.joint(x, frame_mask)
         if self.spatial is not None:
             x = self.spatial(x)
         if self.cross is not None:
@@ -156,6 +176,13 @@ class VideoUNet(nnx.Module):
         self.time2 = Dense(cfg.cond_dim, cfg.cond_dim, ("mlp", "embed"), dtype=dt, rngs=rngs)
         self.conv_in = Conv3x3(cfg.in_channels, base, dtype=dt, rngs=rngs, rules=rules,
                                fast_cpu_grad=cfg.fast_cpu_conv_grad)
+        pos_init = nnx.initializers.zeros if cfg.position_zero_init else None
+        self.frame_cond = Dense(base, cfg.cond_dim, dtype=dt, rngs=rngs, kernel_init=pos_init,
+                                use_bias=False) if cfg.frame_conditioning else None
+        use_pos = cfg.frame_embedding or cfg.pixel_embedding
+        self.position = PositionEmbedding(
+            base, frames=cfg.frame_embedding, pixels=cfg.pixel_embedding, dtype=dt, rngs=rngs,
+            zero_init=cfg.position_zero_init) if use_pos else None
         attn = attention_levels(cfg)
         levels = len(cfg.channel_mults)
         down, skips, ch = [], [base], base
@@ -168,7 +195,8 @@ class VideoUNet(nnx.Module):
                 down.append(Resample(ch, ctx, up=False, rngs=rngs))
                 skips.append(ch)
         self.down = nnx.List(down)
-        self.mid = nnx.List([UNetBlock(ch, ch, ctx, attention=True, rngs=rngs),
+        joint_mid = cfg.mid_space_time_attention
+        self.mid = nnx.List([UNetBlock(ch, ch, ctx, attention=True, rngs=rngs, joint=joint_mid),
                              UNetBlock(ch, ch, ctx, attention=False, rngs=rngs)])
         up = []
         for i, mult in reversed(list(enumerate(cfg.channel_mults))):
@@ -193,22 +221,38 @@ class VideoUNet(nnx.Module):
         if logsnr.shape != (x.shape[0],):
             raise ValueError(f"logsnr must have shape ({x.shape[0]},), got {logsnr.shape}")
 
-    def _conditioning(self, batch, logsnr, tokens, token_mask, text_embeddings, drop_text):
+    def _conditioning(self, frame_mask, logsnr, tokens, token_mask, text_embeddings, drop_text):
+        """(per-frame conditioning (B, T, cond_dim), text features, text mask).
+
+        The conditioning vector is the MLP of noise-level + pooled-text embedding (+ with
+        ``model.frame_conditioning`` a zero-initialised frame-index term, so that the FiLM of every
+        residual block can depend on caption x frame position; image frames get none).
+        """
+        batch, frames = frame_mask.shape
         cond = self.time1(sinusoidal_embedding(logsnr, self.cfg.base_channels, max_period=1000.0))
-        if not self.has_text:
-            return self.time2(jax.nn.silu(cond)), None, None
-        text, text_mask, pooled = self.text(batch, tokens, token_mask, text_embeddings, drop_text)
-        cond = cond + self.text_to_cond(pooled)
+        text = text_mask = None
+        if self.has_text:
+            text, text_mask, pooled = self.text(batch, tokens, token_mask, text_embeddings, drop_text,
+                                                frame_mask)
+            text_cond = self.text_to_cond(pooled)  # (B, D), or (B, T, D) with frame_text_pooling
+            cond = cond[:, None, :] + (text_cond if text_cond.ndim == 3 else text_cond[:, None, :])
+        cond = jnp.broadcast_to(cond if cond.ndim == 3 else cond[:, None, :], (batch, frames, cond.shape[-1]))
+        if self.frame_cond is not None:
+            per_frame = self.frame_cond(frame_index_embedding(frames, self.cfg.base_channels))  # (T, D)
+            cond = cond + per_frame[None] * frame_mask[..., None].astype(per_frame.dtype)
         return self.time2(jax.nn.silu(cond)), text, text_mask
 
     def __call__(self, x, logsnr, *, tokens=None, token_mask=None, text_embeddings=None, drop_text=None,
                  frame_mask=None, deterministic: bool = True) -> ModelOutput:
         self._check(x, logsnr)
         b, t = x.shape[:2]
-        cond, text, text_mask = self._conditioning(b, logsnr, tokens, token_mask, text_embeddings, drop_text)
         frame_mask = jnp.ones((b, t), bool) if frame_mask is None else frame_mask.astype(bool)
+        cond, text, text_mask = self._conditioning(frame_mask, logsnr, tokens, token_mask, text_embeddings,
+                                                   drop_text)
         args = (cond, text, text_mask, frame_mask, deterministic)
         h = self.conv_in(constrain(x, SPATIAL_AXES, self.rules))
+        if self.position is not None:
+            h = self.position(h, frame_mask)
         hs = [h]
         for layer in self.down:
             h = layer(h) if isinstance(layer, Resample) else layer(h, *args)

@@ -1,0 +1,69 @@
+"""diffusion.logsnr_shift: one sign convention (negative = more noise), every schedule, every sampler."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vdm_jax.config import DiffusionConfig, SamplerConfig
+from vdm_jax.diffusion import Schedule, sample
+from vdm_jax.diffusion.gaussian_toy import GaussianToy
+from vdm_jax.diffusion.samplers import logsnr_grid
+from vdm_jax.diffusion.schedules import resolution_shift
+
+TOY = GaussianToy.diagonal([0.3, -0.2], [0.5, 1.0])
+
+
+@pytest.mark.parametrize("kind", ["cosine", "shifted_cosine", "linear"])
+def test_shift_keeps_endpoints_and_inverse(kind):
+    base = Schedule.from_config(DiffusionConfig(schedule=kind), 16)
+    shifted = Schedule.from_config(DiffusionConfig(schedule=kind, logsnr_shift=-2.0), 16)
+    t = jnp.linspace(0.0, 1.0, 101)
+    for s in (base, shifted):
+        np.testing.assert_allclose(s.logsnr(jnp.array([0.0, 1.0])), [20.0, -20.0], atol=1e-3)
+        np.testing.assert_allclose(s.t_of_logsnr(s.logsnr(t[1:-1])), t[1:-1], atol=2e-5)
+    if kind == "linear":  # uniform in log-SNR: a shift changes nothing by construction
+        np.testing.assert_allclose(shifted.logsnr(t), base.logsnr(t), atol=1e-6)
+    else:  # more noise at every interior t, by ~2 away from the clipped ends
+        diff = np.asarray(shifted.logsnr(t) - base.logsnr(t))
+        assert np.all(diff[1:-1] < 0)
+        np.testing.assert_allclose(diff[20:81], -2.0, atol=0.01)
+
+
+def test_shifted_cosine_is_cosine_plus_resolution_shift():
+    """shifted_cosine == cosine with logsnr_shift = 2 log(base/res); the two shifts add."""
+    a = Schedule.from_config(DiffusionConfig(schedule="shifted_cosine", shift_base_resolution=64,
+                                             logsnr_shift=-1.0), 16)
+    shift = resolution_shift(64, 16) - 1.0
+    b = Schedule.from_config(DiffusionConfig(schedule="cosine", logsnr_shift=shift), 16)
+    t = jnp.linspace(0.0, 1.0, 33)
+    np.testing.assert_allclose(a.logsnr(t), b.logsnr(t), atol=1e-5)
+    assert math.isclose(resolution_shift(64, 16), 2 * math.log(4))
+
+
+@pytest.mark.parametrize("name", ["ancestral", "ddim", "dpm_solver_pp", "langevin_pc"])
+def test_shift_moves_every_samplers_grid(name):
+    """The log-SNRs a sampler evaluates the denoiser at follow the shifted schedule's grid."""
+    steps = 8
+
+    def called_logsnrs(shift):
+        dcfg = DiffusionConfig(target="eps", logsnr_shift=shift)
+        schedule = Schedule.from_config(dcfg, 16)
+        seen = []
+
+        def denoise(z, logsnr, cond, drop):
+            jax.debug.callback(lambda v: seen.append(float(np.asarray(v).reshape(-1)[0])), logsnr)
+            return TOY.denoise(z, logsnr, "eps")
+
+        out = sample(denoise, shape=(4, TOY.dim), rng=jax.random.key(0), schedule=schedule,
+                     diffusion_cfg=dcfg, sampler_cfg=SamplerConfig(name=name, steps=steps))
+        jax.block_until_ready(out)
+        return np.array(seen), np.asarray(logsnr_grid(schedule, steps))
+
+    base, base_grid = called_logsnrs(0.0)
+    shifted, grid = called_logsnrs(-3.0)
+    assert set(np.round(base, 3)) <= set(np.round(base_grid, 3))
+    assert set(np.round(shifted, 3)) <= set(np.round(grid, 3))
+    assert np.all(shifted <= base + 1e-4) and np.mean(shifted - base) < -1.5
