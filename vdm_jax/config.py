@@ -128,6 +128,7 @@ class ModelConfig:
     pixel_embedding: bool = False  # 2-D pixel-position embedding added to the feature map
     mid_space_time_attention: bool = False  # joint space-time attention in the middle block
     frame_text_pooling: bool = False  # per-frame text pooling: frame index in the pooling query
+    frame_text_product: bool = False  # conditioning += Dense(pooled text) * Dense(frame index)
     text_bag_of_words: bool = False  # add the mean of directly learned word embeddings to the pooled text
     # Zero-initialise the frame-index and pixel-position projections (identity at init, for adding
     # them to a trained model). False starts them random, so that caption x frame x position

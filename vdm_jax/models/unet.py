@@ -179,6 +179,11 @@ class VideoUNet(nnx.Module):
         pos_init = nnx.initializers.zeros if cfg.position_zero_init else None
         self.frame_cond = Dense(base, cfg.cond_dim, dtype=dt, rngs=rngs, kernel_init=pos_init,
                                 use_bias=False) if cfg.frame_conditioning else None
+        # Caption x frame product (random init): an explicit interaction term in the conditioning
+        # input, so that a word can act differently on each frame from the first step on.
+        product = cfg.frame_text_product and self.has_text
+        self.product_words = Dense(cfg.text_dim, cfg.cond_dim, dtype=dt, rngs=rngs) if product else None
+        self.product_frames = Dense(base, cfg.cond_dim, dtype=dt, rngs=rngs) if product else None
         use_pos = cfg.frame_embedding or cfg.pixel_embedding
         self.position = PositionEmbedding(
             base, frames=cfg.frame_embedding, pixels=cfg.pixel_embedding, dtype=dt, rngs=rngs,
@@ -236,6 +241,11 @@ class VideoUNet(nnx.Module):
                                                 frame_mask)
             text_cond = self.text_to_cond(pooled)  # (B, D), or (B, T, D) with frame_text_pooling
             cond = cond[:, None, :] + (text_cond if text_cond.ndim == 3 else text_cond[:, None, :])
+            if self.product_words is not None:
+                per_frame = self.product_frames(frame_index_embedding(frames, self.cfg.base_channels))
+                words = self.product_words(pooled)
+                product = (words if words.ndim == 3 else words[:, None]) * per_frame[None]  # (B, T, D)
+                cond = cond + product * frame_mask[..., None].astype(product.dtype)
         cond = jnp.broadcast_to(cond if cond.ndim == 3 else cond[:, None, :], (batch, frames, cond.shape[-1]))
         if self.frame_cond is not None:
             per_frame = self.frame_cond(frame_index_embedding(frames, self.cfg.base_channels))  # (T, D)
