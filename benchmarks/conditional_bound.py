@@ -57,7 +57,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     examples = [spec.generate_example(i, 0, _FRAMES.value, _RES.value, 1) for i in range(_CLIPS.value)]
     videos = np.stack([e["video"] for e in examples]).astype(np.float32) / 127.5 - 1.0
-    attrs = {k: np.array([int(e[k][0]) for e in examples]) for k in ("color", "size", "kind", "motion", "speed")}
+    keys = ("color", "size", "kind", "motion", "speed")
+    attrs = {k: np.array([int(e[k][0]) for e in examples]) for k in keys}
     out = {}
     for name, keys in GROUPINGS.items():
         out[name], smallest = residual_variance(videos, attrs, keys)
