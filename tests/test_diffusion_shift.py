@@ -22,7 +22,8 @@ def test_shift_keeps_endpoints_and_inverse(kind):
     shifted = Schedule.from_config(DiffusionConfig(schedule=kind, logsnr_shift=-2.0), 16)
     t = jnp.linspace(0.0, 1.0, 101)
     for s in (base, shifted):
-        np.testing.assert_allclose(s.logsnr(jnp.array([0.0, 1.0])), [20.0, -20.0], atol=1e-3)
+        # float32 tan/atan near pi/2 at |log-SNR| = 20: ends exact to ~1e-2
+        np.testing.assert_allclose(s.logsnr(jnp.array([0.0, 1.0])), [20.0, -20.0], atol=2e-2)
         np.testing.assert_allclose(s.t_of_logsnr(s.logsnr(t[1:-1])), t[1:-1], atol=2e-5)
     if kind == "linear":  # uniform in log-SNR: a shift changes nothing by construction
         np.testing.assert_allclose(shifted.logsnr(t), base.logsnr(t), atol=1e-6)
@@ -64,6 +65,6 @@ def test_shift_moves_every_samplers_grid(name):
 
     base, base_grid = called_logsnrs(0.0)
     shifted, grid = called_logsnrs(-3.0)
-    assert set(np.round(base, 3)) <= set(np.round(base_grid, 3))
-    assert set(np.round(shifted, 3)) <= set(np.round(grid, 3))
-    assert np.all(shifted <= base + 1e-4) and np.mean(shifted - base) < -1.5
+    for seen, on in ((base, base_grid), (shifted, grid)):  # every call is at a grid point
+        assert np.abs(seen[:, None] - on[None, :]).min(axis=1).max() < 1e-3
+    assert np.all(shifted <= base + 1e-3) and np.mean(shifted - base) < -1.5

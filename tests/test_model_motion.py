@@ -62,21 +62,27 @@ def test_frame_index_options_tell_identical_frames_apart(option):
     x = jnp.broadcast_to(x[:, :1], x.shape)
     out = _forward(model, x, logsnr, tokens)
     inner = out[:, 1:-1]
-    assert float(jnp.abs(inner[:, 1:] - inner[:, :-1]).min(axis=(2, 3, 4)).min()) > 1e-5
+    assert float(jnp.abs(inner[:, 1:] - inner[:, :-1]).max(axis=(2, 3, 4)).min()) > 1e-4
 
 
 def test_temporal_conv_mixes_neighbours_only_between_video_frames():
-    layer = TemporalConv(4, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    with nnx.use_eager_sharding(False):  # logical axis names, no mesh: as inside VideoUNet
+        layer = TemporalConv(4, dtype=jnp.float32, rngs=nnx.Rngs(0))
     layer.kernel[...] = jax.random.normal(jax.random.key(1), layer.kernel.shape)
     x = jax.random.normal(jax.random.key(2), (1, 6, 2, 2, 4))
     frame_mask = jnp.array([[True, True, True, True, False, False]])  # 4 video frames + 2 images
     y = layer(x, frame_mask)
-    bumped = layer(x.at[:, 1].add(1.0), frame_mask)
+    bump = jax.random.normal(jax.random.key(3), x.shape[2:])  # not constant: GroupNorm removes that
+
+    def bumped_at(t):
+        return layer(x.at[:, t].add(bump), frame_mask)
+
+    bumped = bumped_at(1)
     changed = np.abs(np.asarray(bumped - y)).max(axis=(0, 2, 3, 4)) > 1e-6
     np.testing.assert_array_equal(changed, [True, True, True, False, False, False])  # frames 0-2 only
-    image = layer(x.at[:, 3].add(1.0), frame_mask)  # the last video frame: images never see it
+    image = bumped_at(3)  # the last video frame: images never see it
     assert np.abs(np.asarray(image - y))[:, 4:].max() == 0.0
-    assert np.abs(np.asarray(layer(x.at[:, 4].add(1.0), frame_mask) - y))[:, 5].max() == 0.0
+    assert np.abs(np.asarray(bumped_at(4) - y))[:, 5].max() == 0.0
 
 
 def test_all_options_keep_image_frames_independent():
@@ -87,7 +93,8 @@ def test_all_options_keep_image_frames_independent():
     frame_mask = jnp.array([[True, True, True, False, False]] * 2)
     out = _forward(model, x, logsnr, tokens, frame_mask)
     for changed_frame in (0, 2, 4):
-        other = _forward(model, x.at[:, changed_frame].add(1.0), logsnr, tokens, frame_mask)
+        bump = jax.random.normal(jax.random.key(changed_frame), x.shape[2:])
+        other = _forward(model, x.at[:, changed_frame].add(bump), logsnr, tokens, frame_mask)
         untouched = [f for f in (3, 4) if f != changed_frame]
         np.testing.assert_allclose(other[:, untouched], out[:, untouched], atol=1e-5)
         video = [f for f in range(3) if f != changed_frame]
