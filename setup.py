@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "imageio>=2.34",
     "av>=12.0",  # PyAV: decoding the user's videos, writing mp4 samples
     "sentencepiece>=0.2.0",
+    "safetensors>=0.4.0",  # frozen T5 text encoders from Hugging Face directories (numpy API)
     "tqdm>=4.66",
     "tensorboardX>=2.6",
     "matplotlib>=3.8",

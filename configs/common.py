@@ -131,6 +131,7 @@ def base_config() -> ml_collections.ConfigDict:
     dd.captions_file = ""
     dd.video_key = "video"
     dd.caption_key = "caption"
+    dd.text_encoder_dir = ""
 
     c.optimizer = o = ml_collections.ConfigDict()
     o.learning_rate = 3e-4

@@ -10,7 +10,10 @@ Training stream (per process)::
       -> to_iter_dataset -> mp_prefetch(worker_count)
 
 Batches follow the contract: ``video`` float32 (B, T+k, H, W, 3) in [-1, 1], ``tokens`` int32
-(B, L), ``token_mask`` bool (B, L), ``frame_mask`` bool (B, T+k).
+(B, L), ``token_mask`` bool (B, L), ``frame_mask`` bool (B, T+k). With ``data.text_encoder_dir``
+set, the captions' stored frozen-encoder embeddings replace the tokens: ``text_embeddings``
+(B, L, D) in their stored dtype (bfloat16/float16), read from the sidecar files of
+:mod:`data_pipelines.text_embeddings` (no encoder runs in the pipeline).
 
 Worker processes (``data.worker_count > 0``): grain starts them with multiprocessing (spawn),
 so the program that iterates must keep its entry point behind ``if __name__ == "__main__":``,
@@ -31,7 +34,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from data_pipelines import records, sources, transforms
+from data_pipelines import records, sources, text_embeddings, transforms
 from data_pipelines.shuffle import shuffle
 from data_pipelines.tokenizers import load_tokenizer
 from vdm_jax.config import DataConfig
@@ -45,6 +48,30 @@ def tokenizer_for(data_cfg: DataConfig):
     kind = getattr(data_cfg.tokenizer, "value", data_cfg.tokenizer)
     path = sources.ensure_prepared(data_cfg) if kind == "sentencepiece" else None
     return load_tokenizer(kind, path, data_cfg.sentencepiece_vocab_size)
+
+
+def embedding_store(data_cfg: DataConfig, splits: tuple[str, ...] = ()) -> tuple[str, dict] | None:
+    """(store directory, metadata) of ``data.text_encoder_dir``'s embeddings of this dataset, or None
+    when ``data.text_encoder_dir`` is empty. Raises ``TextEmbeddingsError`` (one line) when the
+    dataset was not (completely) encoded with that encoder."""
+    if not data_cfg.text_encoder_dir:
+        return None
+    path = sources.ensure_prepared(data_cfg) if data_cfg.dataset in sources.BUILTIN \
+        else sources.prepared_path(data_cfg)
+    if path is None:
+        raise text_embeddings.TextEmbeddingsError(
+            f"data.dataset={data_cfg.dataset!r}: stored text embeddings need a prepared dataset directory "
+            "(pass its path as data.dataset)")
+    return text_embeddings.find_store(path, data_cfg.text_encoder_dir, splits)
+
+
+def _open_split(data_cfg: DataConfig, split: str, keys: tuple[str, ...]):
+    """The split's records; with ``data.text_encoder_dir`` each also carries its stored embedding."""
+    source = sources.open_split(data_cfg, split, keys)
+    found = embedding_store(data_cfg, (split,))
+    if found is None:
+        return source
+    return text_embeddings.EmbeddedSource(source, found[0], split)
 
 
 def _check_process(global_batch_size: int, process_index: int, process_count: int) -> int:
@@ -86,7 +113,7 @@ def train_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index
     per_process = _check_process(global_batch_size, process_index, process_count)
     seed = data_cfg.shuffle_seed if seed is None else seed
     tokenizer = tokenizer or tokenizer_for(data_cfg)
-    source = sources.open_split(data_cfg, data_cfg.train_split, _KEYS)
+    source = _open_split(data_cfg, data_cfg.train_split, _KEYS)
     if len(source) < process_count:
         raise ValueError(f"split {data_cfg.train_split!r} has {len(source)} records, fewer than "
                          f"{process_count} processes")
@@ -138,7 +165,7 @@ def eval_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index:
     per_process = _check_process(global_batch_size, process_index, process_count)
     tokenizer = tokenizer or tokenizer_for(data_cfg)
     split = split or data_cfg.eval_split
-    source = sources.open_split(data_cfg, split, _KEYS)
+    source = _open_split(data_cfg, split, _KEYS)
     total = (len(source) // global_batch_size) * global_batch_size
     if num_batches is not None:
         total = min(total, num_batches * global_batch_size)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from data_pipelines import records
+from data_pipelines import records, text_embeddings
 from data_pipelines.video_io import resize_center_crop
 
 
@@ -30,7 +30,12 @@ def temporal_window(video: np.ndarray, num_frames: int, rng: np.random.Generator
 
 @dataclasses.dataclass(frozen=True)
 class ClipTransform:
-    """Record -> {video uint8 (T,H,W,3), tokens, token_mask}: crop, optional flip, tokenise."""
+    """Record -> {video uint8 (T,H,W,3), tokens, token_mask}: crop, optional flip, tokenise.
+
+    A record with a stored frozen-encoder embedding (``text_embedding`` (n, D), see
+    :mod:`data_pipelines.text_embeddings`) gives ``text_embeddings`` (max_text_len, D) and its
+    ``token_mask`` instead of tokens.
+    """
 
     num_frames: int
     resolution: int
@@ -45,6 +50,10 @@ class ClipTransform:
         video = fit_resolution(video, self.resolution)
         if self.random_flip and rng is not None and rng.random() < 0.5:
             video = video[:, :, ::-1]
+        if text_embeddings.EMBEDDING_KEY in record:
+            stored = np.asarray(record[text_embeddings.EMBEDDING_KEY])
+            emb, mask = text_embeddings.pad(stored, self.max_text_len)
+            return {"video": np.ascontiguousarray(video), "text_embeddings": emb, "token_mask": mask}
         tokens, mask = self.tokenizer.encode(record[records.CAPTION_KEY], self.max_text_len)
         return {"video": np.ascontiguousarray(video), "tokens": tokens, "token_mask": mask}
 
@@ -77,10 +86,14 @@ class AppendImages:
 
 
 def finalize_batch(batch: dict, num_video_frames: int) -> dict:
-    """uint8 video -> float32 in [-1, 1]; add ``frame_mask`` (True on the video frames)."""
+    """uint8 video -> float32 in [-1, 1]; add ``frame_mask`` (True on the video frames).
+
+    Stored text embeddings keep their dtype (bfloat16/float16): the model casts them.
+    """
     video = batch["video"].astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
     b, t_total = video.shape[:2]
     frame_mask = np.zeros((b, t_total), bool)
     frame_mask[:, :num_video_frames] = True
-    return {"video": video, "tokens": batch["tokens"].astype(np.int32),
-            "token_mask": batch["token_mask"].astype(bool), "frame_mask": frame_mask}
+    text = ({"text_embeddings": batch["text_embeddings"]} if "text_embeddings" in batch
+            else {"tokens": batch["tokens"].astype(np.int32)})
+    return {"video": video, **text, "token_mask": batch["token_mask"].astype(bool), "frame_mask": frame_mask}

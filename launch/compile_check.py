@@ -9,6 +9,13 @@ per-device memory from XLA's buffer assignment (arguments, outputs, temporaries,
 FLOPs of one step (``vdm_jax.models.flops.forward_flops`` x 3) and the step time a given MFU would
 mean. Exits with status 1 when the peak does not fit ``--memory_budget_gb`` per device.
 
+``--text_encoder=t5-v1_1-xxl`` (a preset of ``vdm_jax.models.t5.PRESETS`` or a Hugging Face T5
+directory; only its config.json is read) trains on that encoder's stored embeddings
+(``model.text_encoder=precomputed`` with its width) and also compiles the frozen encoder's forward
+(bfloat16 weights sharded by the mesh rules, ``global_batch_size`` prompts of ``max_text_len``
+tokens: what sampling and the periodic samples run next to the model) and reports its memory.
+The verdict covers the train step and, separately, the encoder.
+
 ``--topology``: ``attached`` (the devices of this machine, default), ``cpu:N`` (N fake CPU devices,
 set before JAX starts), or a TPU topology name for ``jax.experimental.topologies.get_topology_desc``
 such as ``v5e:4x4`` or ``v4:2x2x2`` (needs libtpu installed; no TPU attached is needed).
@@ -135,6 +142,53 @@ def compile_step(config, devices: Sequence, topology: str = "attached") -> Repor
                   step_flops=step_flops, peak_flops_per_device=device_spec(kind)[0])
 
 
+@dataclasses.dataclass(frozen=True)
+class EncoderReport:
+    name: str
+    params: int
+    argument_bytes: int  # per device: the sharded bfloat16 weights and the token batch
+    output_bytes: int
+    temp_bytes: int
+    peak_bytes: int
+    forward_flops: float
+
+
+def with_text_encoder(config, name_or_dir: str):
+    """``config`` training on ``name_or_dir``'s stored embeddings (precomputed, its d_model)."""
+    from vdm_jax.config import replace
+    from vdm_jax.models import t5
+
+    cfg = t5.config_from(name_or_dir)
+    return replace(config, model={"text_encoder": "precomputed", "precomputed_text_dim": cfg.d_model})
+
+
+def compile_text_encoder(config, devices: Sequence, name_or_dir: str) -> EncoderReport:
+    """Compile the frozen T5 forward (bfloat16, sharded by ``mesh.rules``) on the config's mesh."""
+    from vdm_jax.models import t5
+    from vdm_jax.sharding.mesh import make_mesh
+
+    cfg = t5.config_from(name_or_dir)
+    mesh = make_mesh(config.mesh, devices)
+    b, length = config.training.global_batch_size, config.model.max_text_len
+    compiled = t5.lower_sharded(cfg, mesh, config.mesh.rules, b, length).compile()
+    mem = compiled.memory_analysis()
+    args, outs, alias, temp = (int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
+                               for k in ("argument", "output", "alias", "temp"))
+    peak = max(int(getattr(mem, "peak_memory_in_bytes", 0) or 0), args + outs - alias + temp)
+    return EncoderReport(name=name_or_dir, params=t5.param_count(cfg), argument_bytes=args, output_bytes=outs,
+                         temp_bytes=temp, peak_bytes=peak, forward_flops=t5.forward_flops(cfg, b, length))
+
+
+def format_encoder_report(r: EncoderReport, batch: int, length: int) -> str:
+    return "\n".join([
+        f"frozen text encoder {r.name}: {r.params / 1e6:,.1f}M parameters (bfloat16), forward of {batch} x "
+        f"{length} tokens = {r.forward_flops:.4g} FLOPs; per-device memory:",
+        f"  arguments    {_size(r.argument_bytes)}",
+        f"  outputs      {_size(r.output_bytes)}",
+        f"  temporaries  {_size(r.temp_bytes)}",
+        f"  peak         {_size(r.peak_bytes)}"])
+
+
 def _size(n: float) -> str:
     return f"{n / GIB:.3f} GiB" if n >= GIB else f"{n / 2**20:.2f} MiB"
 
@@ -183,9 +237,17 @@ def main(argv: Sequence[str]) -> None:
     try:
         cd = sweeping.apply_overrides(sweeping.load_configdict(F.config), sweeping.parse_sets(F.set))
         config = from_configdict(cd)
-        report = compile_step(config, topology_devices(F.topology, F.num_slices), F.topology)
+        if F.text_encoder:
+            config = with_text_encoder(config, F.text_encoder)
+        devices = topology_devices(F.topology, F.num_slices)
+        report = compile_step(config, devices, F.topology)
+        encoder = compile_text_encoder(config, devices, F.text_encoder) if F.text_encoder else None
     except (ConfigError, ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
+    except Exception as e:  # noqa: BLE001 - XLA refuses to compile what cannot fit: one line, exit 1
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        sys.exit(f"DOES NOT FIT ({F.topology}): {str(e).splitlines()[0]}")
     if F.peak_tflops:
         report = dataclasses.replace(report, peak_flops_per_device=F.peak_tflops * 1e12)
     budget = F.memory_budget_gb * 1e9 if F.memory_budget_gb else device_spec(report.device_kind)[1]
@@ -193,6 +255,11 @@ def main(argv: Sequence[str]) -> None:
     print(format_report(report, F.mfu, budget))
     fits, message = verdict(report, budget)
     print(message, file=sys.stdout if fits else sys.stderr)
+    if encoder is not None:
+        print(format_encoder_report(encoder, config.training.global_batch_size, config.model.max_text_len))
+        enc_fits, enc_message = verdict(dataclasses.replace(report, peak_bytes=encoder.peak_bytes), budget)
+        print(f"text encoder: {enc_message}", file=sys.stdout if enc_fits else sys.stderr)
+        fits = fits and enc_fits
     if not fits:
         sys.exit(1)
 
@@ -206,5 +273,7 @@ if __name__ == "__main__":
     flags.DEFINE_multi_float("mfu", [0.3, 0.5], "MFUs to turn into step times.")
     flags.DEFINE_float("peak_tflops", 0.0, "Peak dense TFLOP/s per device (default: known device table).")
     flags.DEFINE_multi_string("set", [], "Config override config.FIELD=VALUE (repeatable).")
+    flags.DEFINE_string("text_encoder", "", "Frozen T5 preset (t5-v1_1-xxl, t5-v1_1-xl, umt5-xxl) or a "
+                        "Hugging Face T5 directory: train on its stored embeddings, compile it too.")
     flags.mark_flags_as_required(["config"])
     app.run(main)

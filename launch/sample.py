@@ -2,7 +2,7 @@
 
     python -m launch.sample --workdir=/tmp/md --prompt="a big red 7 moves left fast" --out=red7.gif
     python -m launch.sample --workdir=/tmp/md --prompts_file=prompts.txt --out=grid.mp4 \\
-        --sampler=dpm_solver_pp --steps=32 --guidance=3 --seed=1
+        --sampler=dpm_solver_pp --steps=32 --guidance=3 --seed=1 --negative_prompt="blurry, static"
     python -m launch.sample --workdir=/tmp/md --prompt="..." --cond_video=clip.mp4 --context_frames=2 \\
         --num_frames=24 --out=continued.gif
 
@@ -36,6 +36,10 @@ _COND_VIDEO = flags.DEFINE_string("cond_video", "", "A video (or image) whose la
 _CONTEXT = flags.DEFINE_integer("context_frames", 0, "Frames given to the model for prediction/extension "
                                                      "(0: evaluation.prediction_context_frames).")
 _FPS = flags.DEFINE_float("fps", 8.0, "Frames per second of the written video.")
+_NEGATIVE = flags.DEFINE_string("negative_prompt", "", "Prompt for the unconditional branch of "
+                                "classifier-free guidance (default: the learned null text).")
+_TEXT_ENCODER = flags.DEFINE_string("text_encoder", "", "Frozen T5 directory of a model trained on stored "
+                                                        "embeddings (default: its data.text_encoder_dir).")
 flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -51,7 +55,7 @@ def main(argv: list[str]) -> None:
             workdir=_WORKDIR.value, prompts=tuple(prompts), out=_OUT.value, step=_STEP.value,
             sampler=_SAMPLER.value, steps=_STEPS.value, guidance=_GUIDANCE.value, seed=_SEED.value,
             num_frames=_NUM_FRAMES.value, cond_video=_COND_VIDEO.value, context_frames=_CONTEXT.value,
-            fps=_FPS.value)
+            fps=_FPS.value, negative_prompt=_NEGATIVE.value, text_encoder_dir=_TEXT_ENCODER.value)
         result = sampling.run_sample(request)
     except EvalInputError as e:
         sys.exit(f"error: {e}")

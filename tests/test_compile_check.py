@@ -87,3 +87,26 @@ def test_cli_fits_and_budget_too_small_exits_nonzero():
     bad = subprocess.run(cmd + ["--memory_budget_gb=0.000001"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=600)
     assert bad.returncode == 1 and "DOES NOT FIT" in bad.stderr
+
+
+def test_text_encoder_report_compiles_the_sharded_frozen_encoder(devices8):
+    """--text_encoder: the train step uses its stored embeddings; the encoder's bfloat16 weights
+    are sharded by the mesh rules (fsdp=2 x tensor=4 here) and its forward compiled."""
+    import jax
+
+    from vdm_jax.models import t5
+
+    tiny = os.path.join(REPO, "tests", "fixtures", "tiny_t5")
+    cfg = compile_check.with_text_encoder(
+        _config(SMOKE, {"mesh.data": 1, "mesh.fsdp": 2, "mesh.tensor": 4}), tiny)
+    assert cfg.model.text_encoder.value == "precomputed" and cfg.model.precomputed_text_dim == 32
+    r = compile_check.compile_text_encoder(cfg, jax.devices(), tiny)
+    total = 2 * r.params
+    assert r.params == t5.param_count(t5.read_config(tiny)) == 24256
+    # the embedding (vocab, embed) is split 2 ways, the attention/FFN weights 8 ways: < 1/2 of the bytes
+    assert 0 < r.argument_bytes < total / 2
+    assert r.peak_bytes >= r.temp_bytes > 0
+    assert r.forward_flops == t5.forward_flops(t5.read_config(tiny), 8, cfg.model.max_text_len)
+    text = compile_check.format_encoder_report(r, 8, cfg.model.max_text_len)
+    assert "frozen text encoder" in text and "temporaries" in text
+    assert t5.param_count(t5.PRESETS["t5-v1_1-xxl"]) == 4_762_310_656

@@ -137,6 +137,29 @@ def test_cfg_one_batched_forward_and_w0_equals_conditional():
     assert abs(p_cond - 1.5) < 0.1 and p_w2 > p_cond + 0.2, (p_cond, p_w2)
 
 
+def test_negative_prompt_is_the_unconditional_branch():
+    """cond["negative"]: the second half of the one 2B forward gets the negative prompt's inputs
+    with drop_cond False; without it, the same inputs with drop_cond True (the null text)."""
+    seen = {}
+
+    def den(z, lam, cond, drop):
+        seen.update(cond=cond, drop=drop)
+        return z * 0.0 + cond["e"][:, :1] + 10.0 * drop[:, None]
+
+    z, lam = jnp.ones((2, 3)), jnp.zeros(2)
+    pos, neg = {"e": jnp.array([[1.0], [2.0]])}, {"e": jnp.array([[5.0], [5.0]])}
+    out = guided_prediction(den, z, lam, {**pos, "negative": neg}, 2.0, use_cfg=True)
+    assert set(seen["cond"]) == {"e"} and not np.asarray(seen["drop"]).any()
+    np.testing.assert_allclose(np.asarray(seen["cond"]["e"])[:, 0], [1.0, 2.0, 5.0, 5.0])
+    np.testing.assert_allclose(np.asarray(out)[:, 0], [3 * 1.0 - 2 * 5.0, 3 * 2.0 - 2 * 5.0])
+    null = guided_prediction(den, z, lam, pos, 2.0, use_cfg=True)
+    np.testing.assert_array_equal(np.asarray(seen["drop"]), [False, False, True, True])
+    np.testing.assert_allclose(np.asarray(null)[:, 0], [3 * 1.0 - 2 * 11.0, 3 * 2.0 - 2 * 12.0])
+    plain = guided_prediction(den, z, lam, {**pos, "negative": neg}, 2.0, use_cfg=False)
+    assert set(seen["cond"]) == {"e"}
+    np.testing.assert_allclose(np.asarray(plain)[:, 0], [1.0, 2.0])
+
+
 def test_dynamic_threshold_bounds_and_preserves_in_range_values():
     from vdm_jax.diffusion import dynamic_threshold
     x = jnp.stack([jnp.linspace(-3.0, 3.0, 101), jnp.linspace(-0.5, 0.5, 101)])

@@ -260,6 +260,10 @@ class DataConfig:
     captions_file: str = ""  # video_folder: '' -> source_dir/captions.jsonl or captions.csv
     video_key: str = "video"  # catalog datasets: feature holding the (T,H,W,3) uint8 video
     caption_key: str = "caption"  # catalog datasets: text feature (or ClassLabel -> its name)
+    # Frozen T5 text encoder (local Hugging Face directory). With model.text_encoder=precomputed the
+    # pipeline reads the caption embeddings `launch.encode_text` stored for this encoder, and
+    # sampling/evaluation encode prompts with it.
+    text_encoder_dir: str = ""
 
     def validate(self, f: str) -> None:
         if not self.dataset:

@@ -6,6 +6,11 @@ come from ONE forward of batch 2B: inputs [z, z], cond [c, c], drop_cond [False]
 The combination is done on the raw prediction; since eps, v and x0 are affine functions of the
 prediction with coefficients that depend only on (z, logsnr), this is exactly the eps-space rule
 for every target, while each conversion keeps its numerically stable form.
+
+Negative prompts: when ``cond`` is a dict with the key ``negative`` (the same text inputs for a
+negative prompt, one row per example), the unconditional half of the batch gets the negative
+prompt's inputs instead of the learned null text (drop_cond all False); otherwise the
+unconditional half is the null text (drop_cond True).
 """
 
 from __future__ import annotations
@@ -29,18 +34,34 @@ class Denoised(NamedTuple):
     eps: jax.Array
 
 
+NEGATIVE_KEY = "negative"
+
+
 def _tile(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: jnp.concatenate([a, a], axis=0), tree)
+
+
+def split_negative(cond: Any) -> tuple[Any, Any]:
+    """(cond without the negative prompt, the negative prompt's inputs or None)."""
+    if isinstance(cond, dict) and NEGATIVE_KEY in cond:
+        return {k: v for k, v in cond.items() if k != NEGATIVE_KEY}, cond[NEGATIVE_KEY]
+    return cond, None
 
 
 def guided_prediction(denoise_fn: SamplerDenoiseFn, z: jax.Array, logsnr: jax.Array, cond: Any,
                       guidance_weight: float, *, use_cfg: bool) -> jax.Array:
     """Raw prediction (in the model's target) with CFG, one batched forward when `use_cfg`."""
     batch = z.shape[0]
+    cond, negative = split_negative(cond)
     if not use_cfg:
         return denoise_fn(z, logsnr, cond, jnp.zeros((batch,), bool))
-    drop = jnp.concatenate([jnp.zeros((batch,), bool), jnp.ones((batch,), bool)])
-    both = denoise_fn(jnp.concatenate([z, z], 0), jnp.concatenate([logsnr, logsnr], 0), _tile(cond), drop)
+    if negative is None:
+        drop = jnp.concatenate([jnp.zeros((batch,), bool), jnp.ones((batch,), bool)])
+        both_cond = _tile(cond)
+    else:
+        drop = jnp.zeros((2 * batch,), bool)
+        both_cond = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=0), cond, negative)
+    both = denoise_fn(jnp.concatenate([z, z], 0), jnp.concatenate([logsnr, logsnr], 0), both_cond, drop)
     pred_c, pred_u = both[:batch], both[batch:]
     w = guidance_weight
     return (1.0 + w) * pred_c - w * pred_u

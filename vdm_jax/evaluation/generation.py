@@ -25,12 +25,6 @@ from vdm_jax.training.samples import make_generate_fn
 from vdm_jax.training.state import ModelBundle
 
 
-def encode_prompts(tokenizer: Any, prompts: list[str], max_text_len: int) -> dict[str, np.ndarray]:
-    """The model's text inputs (``tokens``, ``token_mask``) for a list of prompts."""
-    toks, masks = zip(*(tokenizer.encode(p, max_text_len) for p in prompts))
-    return {"tokens": np.stack(toks).astype(np.int32), "token_mask": np.stack(masks).astype(bool)}
-
-
 def _denoiser(config: Config, bundle: ModelBundle, params: Any):
     """``denoise(z, logsnr, cond, drop_cond)`` as the samplers expect (the training sampler's)."""
     use_text = config.model.text_encoder != TextEncoderKind.NONE
@@ -63,7 +57,7 @@ class Generator:
     def _cond(self, cond: dict[str, Any] | None) -> dict[str, jax.Array] | None:
         if not cond or self.config.model.text_encoder == TextEncoderKind.NONE:
             return None
-        return {k: jnp.asarray(v) for k, v in cond.items()}
+        return jax.tree.map(jnp.asarray, cond)
 
     def compiled(self, num_frames: int | None = None) -> bool:
         """Whether text_to_video for ``num_frames`` has been built (and so compiled once called)."""
@@ -75,7 +69,7 @@ class Generator:
         t = num_frames or self.frames
         if t not in self._t2v:
             self._t2v[t] = make_generate_fn(self.config, self.bundle, self.sampler, num_frames=t)
-        return self._t2v[t](params, {k: jnp.asarray(v) for k, v in cond.items()}, rng)
+        return self._t2v[t](params, jax.tree.map(jnp.asarray, cond), rng)
 
     def predict(self, params: Any, cond: dict[str, Any] | None, context: jax.Array | np.ndarray,
                 rng: jax.Array, num_frames: int | None = None) -> jax.Array:

@@ -84,6 +84,26 @@ def saved_tokenizer(manager: ocp.CheckpointManager, step: int) -> Any:
     return tokenizer_from_spec(_restore_json(manager, step, ckpt.TOKENIZER))
 
 
+def check_text_encoder(manager: ocp.CheckpointManager, step: int, config: Config) -> None:
+    """A model trained on stored frozen-encoder embeddings must be prompted through the same
+    encoder: compare ``data.text_encoder_dir``'s fingerprint with the one saved at training."""
+    saved = _restore_json(manager, step, ckpt.TOKENIZER).get("text_encoder")
+    if not saved:
+        return
+    from data_pipelines.text_embeddings import TextEmbeddingsError, encoder_identity
+
+    try:
+        now = encoder_identity(config.data.text_encoder_dir) if config.data.text_encoder_dir else None
+    except TextEmbeddingsError as e:
+        raise EvalInputError(f"data.text_encoder_dir: {e}") from None
+    if now is None or now["fingerprint"] != saved["fingerprint"]:
+        raise EvalInputError(
+            f"checkpoint step {step} was trained on embeddings of the text encoder {saved['path']} "
+            f"(fingerprint {saved['fingerprint'][:16]}), but data.text_encoder_dir is "
+            f"{config.data.text_encoder_dir!r}"
+            + (f" (fingerprint {now['fingerprint'][:16]})" if now else ""))
+
+
 def tokenizer_from_spec(spec: dict) -> Any:
     """Rebuild the training tokenizer from the checkpoint's ``tokenizer`` item (no data needed)."""
     from data_pipelines import tokenizers

@@ -97,6 +97,7 @@ class Evaluator:
         try:
             loading.check_config_matches(loading.saved_config(manager, step), self.config, step)
             tokenizer = loading.saved_tokenizer(manager, step)
+            loading.check_text_encoder(manager, step, self.config)
             params = loading.restore_ema_params(manager, step, self.model.abstract_params)
         finally:
             manager.close()
@@ -121,7 +122,7 @@ class Evaluator:
         params, tokenizer = self._restore(step)
         self._feature_nets()
         if self._data is None:
-            self._data = tasks.load_eval_data(self.config, tokenizer)
+            self._data = tasks.load_eval_data(self.config, tokenizer, self.mesh)
         metrics = self._compute(params, tokenizer, self._data, step)
         metrics["eval_seconds"] = time.time() - start
         metrics = json_safe(_ordered(metrics))

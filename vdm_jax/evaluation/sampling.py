@@ -1,7 +1,10 @@
 """The sample CLI's library side: text to video, prediction and extension from a checkpoint alone.
 
 The model, diffusion and sampler settings come from the config saved with the checkpoint (no
-``--config``); the tokenizer from the checkpoint's tokenizer item. Several prompts give a captioned
+``--config``); the tokenizer from the checkpoint's tokenizer item, or for a model trained on
+stored frozen-encoder embeddings the same frozen T5 encoder (``data.text_encoder_dir``, checked
+against the encoder identity saved with the checkpoint). ``negative_prompt`` replaces the learned
+null text in the unconditional branch of classifier-free guidance. Several prompts give a captioned
 grid. ``cond_video``: its LAST k frames (``context_frames``) are given and the model continues them
 (prediction with reconstruction guidance, ``sampling.conditioning_method``); ``num_frames`` above
 the trained length extends autoregressively in windows of the trained length, each conditioned on
@@ -20,9 +23,10 @@ import numpy as np
 
 from vdm_jax.config import Config, ConfigError, replace
 from vdm_jax.evaluation import loading
-from vdm_jax.evaluation.generation import Generator, encode_prompts
+from vdm_jax.evaluation.generation import Generator
 from vdm_jax.evaluation.loading import EvalInputError
 from vdm_jax.evaluation.video_io import VIDEO_SUFFIXES, make_grid, save_video
+from vdm_jax.training import prompts
 
 _FLAG_OF_FIELD = {"sampling.name": "--sampler", "sampling.steps": "--steps",
                   "sampling.guidance_weight": "--guidance"}
@@ -43,6 +47,8 @@ class SampleRequest:
     cond_video: str = ""
     context_frames: int = 0  # 0: evaluation.prediction_context_frames of the checkpoint's config
     fps: float = 8.0
+    negative_prompt: str = ""  # CFG's unconditional branch; '' -> the learned null text embedding
+    text_encoder_dir: str = ""  # '' -> the checkpoint config's data.text_encoder_dir
 
 
 def load_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[str]:
@@ -92,6 +98,8 @@ def sampler_config(config: Config, req: SampleRequest) -> Config:
         over["steps"] = req.steps
     if req.guidance is not None:
         over["guidance_weight"] = req.guidance
+    if req.text_encoder_dir:
+        config = replace(config, data={"text_encoder_dir": req.text_encoder_dir})
     try:
         return replace(config, sampling=over) if over else config
     except ConfigError as e:
@@ -128,12 +136,17 @@ def run_sample(req: SampleRequest) -> dict[str, Any]:
         frames, k = _check_request(req, config)
         context = _context(req, config, k)
         tokenizer = loading.saved_tokenizer(manager, step)
+        loading.check_text_encoder(manager, step, config)
         model = loading.build_inference_model(config, loading.inference_mesh(config))
         params = loading.restore_ema_params(manager, step, model.abstract_params)
     finally:
         manager.close()
     generator = Generator(config, model.bundle, config.sampling)
-    cond = encode_prompts(tokenizer, list(req.prompts), config.model.max_text_len)
+    try:
+        cond = prompts.encode_prompts(config, tokenizer, list(req.prompts), model.mesh)
+        cond = prompts.with_negative(config, tokenizer, cond, req.negative_prompt, model.mesh)
+    except ConfigError as e:
+        raise EvalInputError(f"the checkpoint's text encoder: {e}") from None
     rng = jax.random.PRNGKey(req.seed)
     with jax.set_mesh(model.mesh):
         videos = _generate(generator, params, cond, rng, frames, k, context, len(req.prompts))

@@ -23,10 +23,11 @@ from jax.sharding import NamedSharding
 
 from vdm_jax.config import Config
 from vdm_jax.diffusion.schedules import Schedule
-from vdm_jax.evaluation.generation import Generator, encode_prompts, generate_in_batches
+from vdm_jax.evaluation.generation import Generator, generate_in_batches
 from vdm_jax.evaluation.prediction_baselines import BASELINES
 from vdm_jax.evaluation.temporal_probe import temporal_probe
 from vdm_jax.sharding import logical
+from vdm_jax.training import prompts
 from vdm_jax.training.state import ModelBundle
 from vdm_jax.training.step import eval_step
 
@@ -51,7 +52,7 @@ def num_records_needed(config: Config) -> int:
                e.num_probe_clips)
 
 
-def load_eval_data(config: Config, tokenizer: Any) -> EvalData:
+def load_eval_data(config: Config, tokenizer: Any, mesh: jax.sharding.Mesh | None = None) -> EvalData:
     from data_pipelines import pipeline, sources
 
     want = num_records_needed(config)
@@ -68,7 +69,7 @@ def load_eval_data(config: Config, tokenizer: Any) -> EvalData:
     name = os.path.relpath(path, sources.resolve_data_dir(config.data)) if path else config.data.dataset
     return EvalData(videos=np.stack([r["video"] for r in records]), captions=captions,
                     attributes=records if has_attrs else None,
-                    cond=encode_prompts(tokenizer, captions, config.model.max_text_len),
+                    cond=prompts.encode_prompts(config, tokenizer, captions, mesh),
                     reference=f"{name}/{config.data.eval_split}")
 
 
@@ -137,7 +138,7 @@ class ProbeEvaluator:
 
         return temporal_probe(
             self._fn, params, data.videos[:n], data.captions[:n],
-            lambda caps: encode_prompts(tokenizer, caps, c.model.max_text_len), e.probe_logsnrs,
+            lambda caps: prompts.encode_prompts(c, tokenizer, caps, self.mesh), e.probe_logsnrs,
             batch_size=e.batch_size, seed=e.seed, to_device=place)
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from data_pipelines import pipeline, sources
-from vdm_jax.config import Config, ConfigError, TokenizerKind
+from data_pipelines import pipeline, sources, text_embeddings
+from vdm_jax.config import Config, ConfigError, TextEncoderKind, TokenizerKind
+from vdm_jax.training import prompts
 
 
 @dataclasses.dataclass
@@ -27,6 +28,7 @@ class TrainData:
         if tokenizer.vocab_size > config.model.vocab_size:
             raise ConfigError("model.vocab_size", f"{config.model.vocab_size} is smaller than the "
                                                   f"tokenizer's vocabulary ({tokenizer.vocab_size})")
+        check_text_embeddings(config)
         return cls(config, path, tokenizer)
 
     def train_iterator(self):
@@ -45,14 +47,15 @@ class TrainData:
             process_count=jax.process_count(), tokenizer=self.tokenizer,
             max_text_len=c.model.max_text_len, num_batches=num_batches)
 
-    def sample_prompts(self, num: int) -> tuple[list[str], dict[str, np.ndarray]]:
-        """Fixed prompts: the first ``num`` captions of the eval split, tokenized."""
+    def sample_prompts(self, num: int, mesh: Any = None) -> tuple[list[str], dict[str, np.ndarray]]:
+        """Fixed prompts: the first ``num`` captions of the eval split, encoded (:meth:`encode`)."""
         captions = [r["caption"] for r in pipeline.eval_records(self.config.data, num)]
-        return captions, self.encode(captions)
+        return captions, self.encode(captions, mesh)
 
-    def encode(self, captions: list[str]) -> dict[str, np.ndarray]:
-        toks, masks = zip(*(self.tokenizer.encode(c, self.config.model.max_text_len) for c in captions))
-        return {"tokens": np.stack(toks).astype(np.int32), "token_mask": np.stack(masks).astype(bool)}
+    def encode(self, captions: list[str], mesh: Any = None) -> dict[str, np.ndarray]:
+        """The model's text inputs: tokens, or the frozen encoder's embeddings (precomputed; its
+        weights sharded over ``mesh`` when given)."""
+        return prompts.encode_prompts(self.config, self.tokenizer, captions, mesh)
 
     @staticmethod
     def to_global(batch: dict[str, np.ndarray], sharding: Any) -> dict[str, jax.Array]:
@@ -67,4 +70,33 @@ class TrainData:
             path = sources.ensure_sentencepiece(self.dataset_dir, self.config.data.sentencepiece_vocab_size)
             with open(path, "rb") as f:
                 spec["model_b64"] = base64.b64encode(f.read()).decode()
+        if self.config.model.text_encoder == TextEncoderKind.PRECOMPUTED:
+            identity = text_embeddings.encoder_identity(self.config.data.text_encoder_dir)
+            spec["text_encoder"] = {k: identity[k] for k in ("path", "config_sha256", "fingerprint")}
         return spec
+
+
+def check_text_embeddings(config: Config) -> None:
+    """``model.text_encoder='precomputed'`` trains on the embeddings stored for
+    ``data.text_encoder_dir``: the dataset must have them (complete, for the train and eval
+    splits), of width ``model.precomputed_text_dim`` and at most ``model.max_text_len`` tokens.
+    Any mismatch is a one-line ``ConfigError``."""
+    m, d = config.model, config.data
+    if m.text_encoder != TextEncoderKind.PRECOMPUTED:
+        if d.text_encoder_dir:
+            raise ConfigError("data.text_encoder_dir", "is only used with model.text_encoder='precomputed' "
+                                                       f"(it is {m.text_encoder.value!r})")
+        return
+    if not d.text_encoder_dir:
+        raise ConfigError("data.text_encoder_dir", "must name the frozen T5 directory whose stored "
+                                                   "embeddings model.text_encoder='precomputed' trains on")
+    try:
+        _, meta = pipeline.embedding_store(d, tuple(dict.fromkeys((d.train_split, d.eval_split))))
+    except text_embeddings.TextEmbeddingsError as e:
+        raise ConfigError("data.text_encoder_dir", str(e)) from None
+    if meta["d_model"] != m.precomputed_text_dim:
+        raise ConfigError("model.precomputed_text_dim", f"is {m.precomputed_text_dim} but the stored "
+                                                        f"embeddings have width {meta['d_model']}")
+    if meta["max_len"] > m.max_text_len:
+        raise ConfigError("model.max_text_len", f"is {m.max_text_len} but the embeddings were stored with up "
+                                                f"to {meta['max_len']} tokens")

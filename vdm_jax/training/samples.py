@@ -64,6 +64,7 @@ class PeriodicSampler:
         self._generate = None
         self.bundle = bundle
         self.data = data
+        self.mesh = mesh
 
     def run(self, ema_params: Any, step: int) -> str | None:
         if not self.enabled:
@@ -72,7 +73,8 @@ class PeriodicSampler:
 
         if self._generate is None:
             self._generate = make_generate_fn(self.config, self.bundle)
-            self.captions, self.cond = self.data.sample_prompts(self.config.training.num_sample_prompts)
+            self.captions, self.cond = self.data.sample_prompts(self.config.training.num_sample_prompts,
+                                                                self.mesh)
         cond = {k: jnp.asarray(v) for k, v in self.cond.items()}
         videos = to_uint8(self._generate(ema_params, cond, jax.random.PRNGKey(step)))
         if jax.process_index() != 0:
