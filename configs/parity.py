@@ -1,7 +1,7 @@
 """Parity with lucidrains/video-diffusion-pytorch ``Unet3D(dim=64, dim_mults=(1, 2, 4, 8))``.
 
 The peer (41.8M parameters; 16x64x64 clips, batch 8, bf16 autocast) was measured on an H200 at
-34.3 clips/s eager and 57.8 clips/s with torch.compile (``../shared/ARCHITECTURE.md``). This
+34.3 clips/s eager and 57.8 clips/s with torch.compile. This
 config is the closest U-Net of this framework, for a same-chip comparison:
 
     python -m benchmarks.train_throughput --config=configs/parity.py --batch=8

@@ -76,7 +76,7 @@ def topology_devices(topology: str, num_slices: int = 1) -> list:
 
 
 def abstract_batch(config, sharding) -> dict:
-    """ShapeDtypeStructs of one global batch (the data contract in .agents/COMMON.md)."""
+    """ShapeDtypeStructs of one global batch (the batch contract of data_pipelines.pipeline)."""
     import jax
     import jax.numpy as jnp
 
