@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vdm_jax.config import AttentionBackend
-from vdm_jax.models.layers import SPATIAL_AXES, TEMPORAL_AXES, Dense, GroupNorm, param, sinusoidal_embedding
+from vdm_jax.models.frames import frame_index_embedding
+from vdm_jax.models.layers import SPATIAL_AXES, TEMPORAL_AXES, Dense, GroupNorm, param
 from vdm_jax.sharding.logical import Rules, constrain
 
 HEAD_AXES = ("act_batch", None, "act_heads", None)
@@ -169,7 +170,7 @@ class TemporalAttention(nnx.Module):
         x = constrain(x, TEMPORAL_AXES, self.rules)
         y = self.norm(x)
         if self.abs_pos is not None:
-            pos = self.abs_pos(sinusoidal_embedding(jnp.arange(t), c, max_period=100.0))  # (T, C)
+            pos = self.abs_pos(frame_index_embedding(t, c))  # (T, C)
             y = y + pos[:, None, None, :].astype(y.dtype)
         q, k, v = (self.proj.split(f(y)) for f in (self.proj.q, self.proj.k, self.proj.v))
         logits = jnp.einsum("bthwnd,bshwnd->bhwnts", q, k, preferred_element_type=jnp.float32)
@@ -211,7 +212,7 @@ class SpaceTimeAttention(nnx.Module):
         b, t, h, w, c = x.shape
         x = constrain(x, SPATIAL_AXES, self.rules)
         # Frame index (zero-initialised projection) so that tokens know their time.
-        y = self.norm(x) + self.frame_pos(sinusoidal_embedding(jnp.arange(t), c, max_period=100.0)
+        y = self.norm(x) + self.frame_pos(frame_index_embedding(t, c)
                                           )[None, :, None, None, :].astype(x.dtype)
         y = y.reshape(b, t * h * w, c)
         q, k, v = (self.proj.split(f(y)) for f in (self.proj.q, self.proj.k, self.proj.v))

@@ -355,6 +355,23 @@ def _load_tensor(files: dict[str, str], name: str, directory: str) -> np.ndarray
         return f.get_tensor(name)
 
 
+def _abstract_encoder(cfg, dtype, param_dtype):
+    """(graphdef, state of ShapeDtypeStructs) of the encoder; nothing is allocated.
+
+    jax.eval_shape, not nnx.eval_shape: under an active mesh (e.g. inside the training loop) the
+    latter would apply the parameters' logical names as mesh axes.
+    """
+    box = {}
+
+    def abstract():
+        graphdef, state = nnx.split(T5Encoder(cfg, dtype=dtype, param_dtype=param_dtype))
+        box["graphdef"] = graphdef
+        return state
+
+    state = jax.eval_shape(abstract)
+    return box["graphdef"], state
+
+
 def load_t5(directory: str, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh=None,
             rules: Sequence[tuple[str, Any]] = ()) -> T5Encoder:
     """The encoder with the weights of the Hugging Face directory ``directory``.
@@ -366,17 +383,7 @@ def load_t5(directory: str, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh=
     directory = os.path.abspath(os.path.expanduser(directory))
     cfg = read_config(directory)
     files = weight_files(directory)
-    # jax.eval_shape, not nnx.eval_shape: under an active mesh (e.g. inside the training loop) the
-    # latter would apply the parameters' logical names as mesh axes.
-    box = {}
-
-    def abstract():
-        graphdef, state = nnx.split(T5Encoder(cfg, dtype=dtype, param_dtype=param_dtype))
-        box["graphdef"] = graphdef
-        return state
-
-    state = jax.eval_shape(abstract)
-    graphdef = box["graphdef"]
+    graphdef, state = _abstract_encoder(cfg, dtype, param_dtype)
     flat = dict(nnx.to_flat_state(state))
     names = _hf_names(cfg)
     shardings = None
@@ -529,15 +536,7 @@ def lower_sharded(cfg: T5Config, mesh, rules, batch: int, length: int, *, dtype=
 
     from vdm_jax.sharding.logical import state_shardings
 
-    box = {}
-
-    def abstract():
-        graphdef, state = nnx.split(T5Encoder(cfg, dtype=dtype, param_dtype=param_dtype))
-        box["graphdef"] = graphdef
-        return state
-
-    state = jax.eval_shape(abstract)
-    graphdef = box["graphdef"]
+    graphdef, state = _abstract_encoder(cfg, dtype, param_dtype)
     shardings = state_shardings(state, mesh, rules)
     batch_sh = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
     fn = jax.jit(lambda s, t, m: nnx.merge(graphdef, s)(t, m), in_shardings=(shardings, batch_sh, batch_sh))

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vdm_jax.config import ModelConfig, TextEncoderKind
-from vdm_jax.models.layers import MLP, Dense, LayerNorm, param, sinusoidal_embedding
+from vdm_jax.models.frames import frame_index_embedding
+from vdm_jax.models.layers import MLP, Dense, LayerNorm, param
 
 TOKEN_AXES = ("act_batch", "act_tokens", "act_embed")
 
@@ -149,7 +150,7 @@ class TextConditioning(nnx.Module):
             pooled = self.pool(feats, mask)
             return feats, mask, pooled if bow is None else pooled + bow
         t = frame_mask.shape[1]
-        frames = self.frame_query(sinusoidal_embedding(jnp.arange(t), self.text_dim, max_period=100.0))
+        frames = self.frame_query(frame_index_embedding(t, self.text_dim))
         queries = frames[None] * frame_mask[..., None].astype(frames.dtype)  # (B, T, text_dim)
         pooled = self.pool(feats, mask, queries)
         return feats, mask, pooled if bow is None else pooled + bow[:, None]
