@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.mid_space_time_attention = False
     m.frame_text_pooling = False
     m.text_bag_of_words = False
+    m.layout_grid = 0
     m.frame_text_product = False
     m.position_zero_init = True
     m.cross_attention = True

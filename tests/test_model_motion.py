@@ -20,7 +20,8 @@ from vdm_jax.sharding.logical import state_shardings
 from vdm_jax.sharding.mesh import make_mesh
 
 ZERO_INIT = {"temporal_conv": True, "frame_conditioning": True, "frame_embedding": True,
-             "pixel_embedding": True}
+             "pixel_embedding": True, "layout_grid": 4}
+OPTION_PARAMS = {"temporal_conv", "frame_cond", "position", "layout"}
 ALL = {**ZERO_INIT, "mid_space_time_attention": True}
 
 
@@ -42,13 +43,13 @@ def _forward(model, x, logsnr, tokens, frame_mask=None):
 def test_option_is_identity_at_init(option):
     """The base model's weights copied into a model with the option give the same output."""
     base = VideoUNet(TINY, rngs=nnx.Rngs(0))
-    model = VideoUNet(dataclasses.replace(TINY, **{option: True}), rngs=nnx.Rngs(0))
+    model = VideoUNet(dataclasses.replace(TINY, **{option: ZERO_INIT[option]}), rngs=nnx.Rngs(0))
     _randomize(base, {"conv_out"})
     nnx.update(model, nnx.state(base, nnx.Param))
     x, logsnr, tokens = inputs()
     np.testing.assert_allclose(_forward(model, x, logsnr, tokens), _forward(base, x, logsnr, tokens),
                                rtol=1e-6, atol=1e-6)
-    _randomize(model, {"temporal_conv", "frame_cond", "position"})  # trained: the option now acts
+    _randomize(model, OPTION_PARAMS)  # trained: the option now acts
     assert float(jnp.abs(_forward(model, x, logsnr, tokens) - _forward(base, x, logsnr, tokens)).max()) > 1e-3
 
 
@@ -63,6 +64,39 @@ def test_frame_index_options_tell_identical_frames_apart(option):
     out = _forward(model, x, logsnr, tokens)
     inner = out[:, 1:-1]
     assert float(jnp.abs(inner[:, 1:] - inner[:, :-1]).max(axis=(2, 3, 4)).min()) > 1e-4
+
+
+def test_layout_head_adds_a_per_frame_map_that_depends_on_text_not_on_the_input():
+    """With frame conditioning, the layout head's term differs per frame and per caption, and is the
+    same for any input clip (it is the input-independent part of the prediction)."""
+    cfg = dataclasses.replace(TINY, frame_conditioning=True, layout_grid=4)
+    model = _randomize(VideoUNet(cfg, rngs=nnx.Rngs(0)), {"conv_out", "frame_cond", "layout"})
+    base = VideoUNet(dataclasses.replace(cfg, layout_grid=0), rngs=nnx.Rngs(0))
+    nnx.update(base, nnx.state(model, nnx.Param).filter(lambda path, _: "layout" not in path))
+    x, logsnr, tokens = inputs(t=4)
+
+    def head_term(x, tokens):
+        return _forward(model, x, logsnr, tokens) - _forward(base, x, logsnr, tokens)
+
+    term = head_term(x, tokens)
+    np.testing.assert_allclose(head_term(jax.random.normal(jax.random.key(9), x.shape), tokens), term,
+                               atol=1e-5)
+    assert float(jnp.abs(term[:, 1:] - term[:, :-1]).max(axis=(2, 3, 4)).min()) > 1e-4  # per frame
+    blocks = term.reshape(*term.shape[:2], 4, 2, 4, 2, 3)  # grid 4 on 8x8: constant 2x2 blocks
+    np.testing.assert_allclose(blocks, jnp.broadcast_to(blocks[:, :, :, :1, :, :1], blocks.shape), atol=1e-6)
+    other_tokens = inputs(seed=5)[2]
+    other_text = head_term(x, other_tokens)
+    assert float(jnp.abs(other_text - term).max(axis=(1, 2, 3, 4)).min()) > 1e-4
+
+
+def test_layout_grid_must_divide_the_frame_size():
+    from configs import moving_digits
+    from vdm_jax.config import ConfigError, from_configdict
+
+    cd = moving_digits.get_config("smoke")
+    cd.model.layout_grid = 3
+    with pytest.raises(ConfigError, match="model.layout_grid"):
+        from_configdict(cd)
 
 
 def test_temporal_conv_mixes_neighbours_only_between_video_frames():
@@ -88,7 +122,7 @@ def test_temporal_conv_mixes_neighbours_only_between_video_frames():
 def test_all_options_keep_image_frames_independent():
     """Joint image-video training: an image frame's output depends on nothing but itself (and text)."""
     model = _randomize(VideoUNet(dataclasses.replace(TINY, **ALL), rngs=nnx.Rngs(0)),
-                       {"conv_out", "temporal_conv", "frame_cond", "position"})
+                       {"conv_out", *OPTION_PARAMS})
     x, logsnr, tokens = inputs(t=5)
     frame_mask = jnp.array([[True, True, True, False, False]] * 2)
     out = _forward(model, x, logsnr, tokens, frame_mask)
@@ -109,7 +143,7 @@ def test_motion_options_exact_under_mesh(devices8, axes):
     rules = default_rules()
     cfg = dataclasses.replace(TINY, **ALL, channel_mults=(1,), attention_resolutions=(8,))
     model = _randomize(VideoUNet(cfg, rngs=nnx.Rngs(0), sharding_rules=rules),
-                       {"conv_out", "temporal_conv", "frame_cond", "position"})
+                       {"conv_out", *OPTION_PARAMS})
     graphdef, state = nnx.split(model)
     x, logsnr, tokens = inputs(b=4, t=4)
     frame_mask = jnp.array([[True, True, True, False]] * 4)

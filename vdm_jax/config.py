@@ -130,6 +130,9 @@ class ModelConfig:
     frame_text_pooling: bool = False  # per-frame text pooling: frame index in the pooling query
     frame_text_product: bool = False  # conditioning += Dense(pooled text) * Dense(frame index)
     text_bag_of_words: bool = False  # add the mean of directly learned word embeddings to the pooled text
+    # > 0: conditional layout head, a (layout_grid x layout_grid) map per frame, linear in the
+    # frame's conditioning vector, added to the prediction (0 = off; must divide the frame size).
+    layout_grid: int = 0
     # Zero-initialise the frame-index and pixel-position projections (identity at init, for adding
     # them to a trained model). False starts them random, so that caption x frame x position
     # products exist from the first step (training from scratch; see BUILD_NOTES).
@@ -161,6 +164,9 @@ class ModelConfig:
             _fail(f"{f}.head_dim", "either head_dim or num_heads must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             _fail(f"{f}.dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.layout_grid < 0 or (self.layout_grid and self.resolution % self.layout_grid):
+            _fail(f"{f}.layout_grid", f"must be 0 (off) or divide the frame size {self.resolution}, "
+                                      f"got {self.layout_grid}")
         if self.text_layers < 0:
             _fail(f"{f}.text_layers", f"must be >= 0, got {self.text_layers}")
         if self.text_encoder == TextEncoderKind.PRECOMPUTED and self.precomputed_text_dim < 1:

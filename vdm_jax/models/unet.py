@@ -23,7 +23,7 @@ from vdm_jax.models.attention import (
     TemporalAttention,
     heads_for,
 )
-from vdm_jax.models.frames import PositionEmbedding, TemporalConv, frame_index_embedding
+from vdm_jax.models.frames import ConditionalLayout, PositionEmbedding, TemporalConv, frame_index_embedding
 from vdm_jax.models.layers import SPATIAL_AXES, Conv3x3, Dense, GroupNorm, sinusoidal_embedding
 from vdm_jax.models.text import TextConditioning
 from vdm_jax.sharding.logical import Rules, constrain
@@ -214,6 +214,8 @@ class VideoUNet(nnx.Module):
         self.norm_out = GroupNorm(ch, dtype=dt)
         self.conv_out = Conv3x3(ch, cfg.in_channels, dtype=dt, rngs=rngs, rules=rules,
                                 fast_cpu_grad=cfg.fast_cpu_conv_grad, zero_init=True)
+        self.layout = ConditionalLayout(cfg.cond_dim, cfg.in_channels, cfg.layout_grid, dtype=dt,
+                                        rngs=rngs) if cfg.layout_grid else None
 
     def _check(self, x: jax.Array, logsnr: jax.Array) -> None:
         cfg = self.cfg
@@ -275,6 +277,8 @@ class VideoUNet(nnx.Module):
             else:
                 h = layer(jnp.concatenate([h, hs.pop()], axis=-1), *args)
         out = self.conv_out(jax.nn.silu(self.norm_out(h)))
+        if self.layout is not None:
+            out = self.layout(out, cond)
         return ModelOutput(prediction=out.astype(jnp.float32))
 
 
