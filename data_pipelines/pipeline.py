@@ -37,7 +37,7 @@ import numpy as np
 from data_pipelines import records, sources, text_embeddings, transforms
 from data_pipelines.shuffle import shuffle
 from data_pipelines.tokenizers import load_tokenizer
-from vdm_jax.config import DataConfig
+from vdm_jax.config import DataConfig, TokenizerKind
 
 _IMAGE_SEED_OFFSET = 7919
 _KEYS = (records.VIDEO_KEY, records.CAPTION_KEY)  # what batches need (attributes are skipped)
@@ -45,8 +45,8 @@ _KEYS = (records.VIDEO_KEY, records.CAPTION_KEY)  # what batches need (attribute
 
 def tokenizer_for(data_cfg: DataConfig):
     """The tokenizer that ``data_cfg`` asks for (sentencepiece: trained/stored at prepare time)."""
-    kind = getattr(data_cfg.tokenizer, "value", data_cfg.tokenizer)
-    path = sources.ensure_prepared(data_cfg) if kind == "sentencepiece" else None
+    kind = data_cfg.tokenizer
+    path = sources.ensure_prepared(data_cfg) if kind == TokenizerKind.SENTENCEPIECE else None
     return load_tokenizer(kind, path, data_cfg.sentencepiece_vocab_size)
 
 

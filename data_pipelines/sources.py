@@ -21,7 +21,7 @@ import contextlib
 import fcntl
 import os
 
-from vdm_jax.config import DataConfig
+from vdm_jax.config import DataConfig, TokenizerKind
 
 ENV_DATA_DIR = "VDM_DATA_DIR"
 BUILTIN = ("moving_digits", "video_folder")
@@ -104,7 +104,7 @@ def ensure_prepared(data_cfg: DataConfig, *, num_workers: int = 0, progress: boo
                                      num_workers=num_workers, progress=progress)
         else:
             raise FileNotFoundError(f"data.dataset={data_cfg.dataset!r}: {path} has no dataset_info.json")
-    if getattr(data_cfg.tokenizer, "value", data_cfg.tokenizer) == "sentencepiece":
+    if data_cfg.tokenizer == TokenizerKind.SENTENCEPIECE:
         ensure_sentencepiece(path, data_cfg.sentencepiece_vocab_size)
     return path
 

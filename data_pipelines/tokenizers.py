@@ -127,7 +127,6 @@ def sentencepiece_path(dataset_dir: str | os.PathLike, vocab_size: int) -> str:
 def load_tokenizer(kind: str, dataset_dir: str | os.PathLike | None = None,
                    sentencepiece_vocab_size: int = 512) -> ByteTokenizer | SentencePieceTokenizer:
     """``kind`` is 'byte' or 'sentencepiece' (the model stored in the prepared ``dataset_dir``)."""
-    kind = getattr(kind, "value", kind)
     if kind == "byte":
         return ByteTokenizer()
     if kind == "sentencepiece":

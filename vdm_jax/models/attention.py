@@ -35,7 +35,6 @@ def heads_for(channels: int, head_dim: int, num_heads: int) -> int:
 def resolve_backend(backend: AttentionBackend, seq_len: int, min_seq_len: int, dtype) -> str:
     """Pick the spatial attention implementation: 'xla', 'cudnn' or 'splash'."""
     platform = jax.default_backend()
-    backend = AttentionBackend(backend)
     half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
     if backend == AttentionBackend.AUTO:
         return "cudnn" if platform == "gpu" and half and seq_len >= min_seq_len else "xla"
