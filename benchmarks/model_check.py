@@ -21,12 +21,12 @@ import dataclasses
 import json
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from benchmarks import common
 from vdm_jax.config import ModelConfig, TextEncoderKind
 from vdm_jax.models import VideoUNet, param_count
 from vdm_jax.models.flops import forward_flops
@@ -102,17 +102,7 @@ def time_fwd_bwd(graphdef, state, x, logsnr, kw, steps: int, warmup: int) -> lis
             return jnp.mean(jnp.square(out - x))
         return nnx.value_and_grad(loss)(model)
 
-    def run():
-        return step(model, x, logsnr, kw)
-
-    for _ in range(warmup):
-        jax.block_until_ready(run())
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(run())
-        times.append(time.perf_counter() - t0)
-    return times
+    return common.time_steps(lambda: step(model, x, logsnr, kw), steps, warmup)
 
 
 def main(argv=None) -> dict:

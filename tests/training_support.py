@@ -84,6 +84,14 @@ def smoke_config(data_dir: Path | str, overrides: dict[str, Any] | None = None):
     return from_configdict(smoke_configdict(data_dir, overrides))
 
 
+def eval_program(config):
+    """The train program the evaluation job runs for ``config`` (as ``launch.evaluate`` builds it)."""
+    from vdm_jax.evaluation.loading import inference_mesh
+    from vdm_jax.training.program import TrainProgram
+
+    return TrainProgram.create(config, inference_mesh(config))
+
+
 def as_flags(overrides: dict[str, Any]) -> list[str]:
     return [f"--config.{k}={v}" for k, v in overrides.items()]
 
