@@ -19,6 +19,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
+from data_pipelines import pipeline, sources
 from vdm_jax.config import DataConfig
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (optional).", lock_config=True)
@@ -44,8 +45,6 @@ def _data_config() -> tuple[DataConfig, int, int]:
 
 
 def run(data: DataConfig, batch: int, max_text_len: int, num_batches: int, warmup: int) -> dict:
-    from data_pipelines import pipeline, sources
-
     t0 = time.perf_counter()
     sources.ensure_prepared(data)
     prepare_s = time.perf_counter() - t0

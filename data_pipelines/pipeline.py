@@ -29,10 +29,11 @@ Iterator state: ``it.get_state()/it.set_state(s)``, or with orbax
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import grain
 import numpy as np
+import orbax.checkpoint as ocp
+from absl import flags
 
 from data_pipelines import records, sources, text_embeddings, transforms
 from data_pipelines.shuffle import shuffle
@@ -91,8 +92,6 @@ def _read_options(data_cfg: DataConfig) -> grain.ReadOptions:
 def _ensure_absl_flags_parsed() -> None:
     """grain's worker processes read absl flags; outside ``absl.app.run`` mark them parsed
     (keeping defaults) instead of crashing in the worker."""
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
@@ -205,32 +204,13 @@ def eval_records(data_cfg: DataConfig, num: int, split: str | None = None) -> li
     return out
 
 
-def to_global_batch(batch: dict, sharding: Any) -> dict:
-    """Process-local numpy batch -> global ``jax.Array``s placed with ``sharding``.
-
-    ``sharding`` is one ``NamedSharding`` whose spec shards the leading (batch) axis, or a dict
-    with one sharding per batch key.
-    """
-    import jax
-
-    def place(key, x):
-        s = sharding[key] if isinstance(sharding, dict) else sharding
-        return jax.make_array_from_process_local_data(s, np.asarray(x))
-
-    return {k: place(k, v) for k, v in batch.items()}
-
-
 def save_iterator(iterator, directory: str) -> None:
     """Save the iterator state with orbax through grain's checkpoint handler."""
-    import orbax.checkpoint as ocp
-
     with ocp.Checkpointer(grain.checkpoint.CheckpointHandler()) as ckptr:
         ckptr.save(os.path.abspath(directory), args=grain.checkpoint.CheckpointSave(iterator))
 
 
 def restore_iterator(iterator, directory: str):
     """Restore a freshly built iterator (same config) to the state saved in ``directory``."""
-    import orbax.checkpoint as ocp
-
     with ocp.Checkpointer(grain.checkpoint.CheckpointHandler()) as ckptr:
         return ckptr.restore(os.path.abspath(directory), args=grain.checkpoint.CheckpointRestore(iterator))
