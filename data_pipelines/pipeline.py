@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 
 import grain
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import flags
@@ -75,13 +76,17 @@ def _open_split(data_cfg: DataConfig, split: str, keys: tuple[str, ...]):
     return text_embeddings.EmbeddedSource(source, found[0], split)
 
 
-def _check_process(global_batch_size: int, process_index: int, process_count: int) -> int:
+def _process_rows(global_batch_size: int, process_index: int | None, process_count: int | None
+                  ) -> tuple[int, int, int]:
+    """(rows per process, process index, process count); None: this JAX process and the count."""
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
     if global_batch_size < 1 or global_batch_size % process_count:
         raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
                          f"process_count={process_count}")
-    return global_batch_size // process_count
+    return global_batch_size // process_count, process_index, process_count
 
 
 def _read_options(data_cfg: DataConfig) -> grain.ReadOptions:
@@ -105,11 +110,13 @@ def _to_iter(ds: grain.MapDataset, data_cfg: DataConfig) -> grain.IterDataset:
     return it_ds
 
 
-def train_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index: int = 0,
-                  process_count: int = 1, seed: int | None = None, tokenizer=None,
+def train_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index: int | None = None,
+                  process_count: int | None = None, seed: int | None = None, tokenizer=None,
                   max_text_len: int = 48) -> grain.MapDataset:
-    """The infinite, process-local training MapDataset of finished batches."""
-    per_process = _check_process(global_batch_size, process_index, process_count)
+    """The infinite, process-local training MapDataset of finished batches (default: this JAX
+    process's rows)."""
+    per_process, process_index, process_count = _process_rows(global_batch_size, process_index,
+                                                               process_count)
     seed = data_cfg.shuffle_seed if seed is None else seed
     tokenizer = tokenizer or tokenizer_for(data_cfg)
     source = _open_split(data_cfg, data_cfg.train_split, _KEYS)
@@ -144,24 +151,26 @@ class _Finalize:
         return transforms.finalize_batch(batch, self.num_frames)
 
 
-def make_train_iterator(data_cfg: DataConfig, *, global_batch_size: int, process_index: int = 0,
-                        process_count: int = 1, seed: int | None = None, tokenizer=None,
-                        max_text_len: int = 48) -> grain.DatasetIterator:
+def make_train_iterator(data_cfg: DataConfig, *, global_batch_size: int,
+                        process_index: int | None = None, process_count: int | None = None,
+                        seed: int | None = None, tokenizer=None, max_text_len: int = 48
+                        ) -> grain.DatasetIterator:
     """Infinite iterator of process-local training batches (``global_batch_size // process_count``)."""
     ds = train_dataset(data_cfg, global_batch_size=global_batch_size, process_index=process_index,
                        process_count=process_count, seed=seed, tokenizer=tokenizer, max_text_len=max_text_len)
     return iter(_to_iter(ds, data_cfg))
 
 
-def eval_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index: int = 0,
-                 process_count: int = 1, tokenizer=None, max_text_len: int = 48,
+def eval_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index: int | None = None,
+                 process_count: int | None = None, tokenizer=None, max_text_len: int = 48,
                  num_batches: int | None = None, split: str | None = None) -> grain.MapDataset:
     """Finite, deterministic eval batches: no shuffle, no flip, the first window of each clip.
 
     The split is truncated to a whole number of global batches so that every process gets the
     same number of batches.
     """
-    per_process = _check_process(global_batch_size, process_index, process_count)
+    per_process, process_index, process_count = _process_rows(global_batch_size, process_index,
+                                                               process_count)
     tokenizer = tokenizer or tokenizer_for(data_cfg)
     split = split or data_cfg.eval_split
     source = _open_split(data_cfg, split, _KEYS)
@@ -177,9 +186,9 @@ def eval_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index:
     return ds.map(clip).batch(per_process, drop_remainder=True).map(_Finalize(data_cfg.num_frames))
 
 
-def make_eval_iterator(data_cfg: DataConfig, *, global_batch_size: int, process_index: int = 0,
-                       process_count: int = 1, tokenizer=None, max_text_len: int = 48,
-                       num_batches: int | None = None, split: str | None = None):
+def make_eval_iterator(data_cfg: DataConfig, *, global_batch_size: int,
+                       process_index: int | None = None, process_count: int | None = None, tokenizer=None,
+                       max_text_len: int = 48, num_batches: int | None = None, split: str | None = None):
     """A finite iterator of process-local eval batches (same batches every call)."""
     ds = eval_dataset(data_cfg, global_batch_size=global_batch_size, process_index=process_index,
                       process_count=process_count, tokenizer=tokenizer, max_text_len=max_text_len,

@@ -87,7 +87,7 @@ def compile_step(config: Config, devices: Sequence, topology: str = "attached") 
     return Report(topology=topology, num_devices=len(devices), device_kind=kind, mesh=describe(program.mesh),
                   argument_bytes=mem["argument"], output_bytes=mem["output"], alias_bytes=mem["alias"],
                   temp_bytes=mem["temp"], peak_bytes=mem["peak"], step_flops=program.step_flops,
-                  peak_flops_per_device=hardware.device_spec(kind)[0])
+                  peak_flops_per_device=program.peak_flops)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """The package dependency picture of README.md ("Architecture") holds: no import points upward.
 
-    configs, launch, benchmarks, scripts       entry points (configs import only vdm_jax.config)
-      -> vdm_jax.training, vdm_jax.evaluation  (never each other)
-      -> vdm_jax.models -> vdm_jax.sharding, vdm_jax.diffusion, data_pipelines
+    configs, launch, benchmarks, scripts       entry points (config files import only vdm_jax.config)
+      -> vdm_jax.training, vdm_jax.evaluation   (never each other)
+      -> vdm_jax.models -> vdm_jax.sharding; vdm_jax.diffusion; data_pipelines
       -> vdm_jax.config, vdm_jax.checkpointing, vdm_jax.hardware, vdm_jax.xla_flags (leaves)
+
+data_pipelines imports nothing of vdm_jax but vdm_jax.config; the leaves nothing but
+vdm_jax.config.
 
 Every import statement of every module counts, also those inside functions.
 """

@@ -76,10 +76,9 @@ def eval_loss(program: Any, params: Any, tokenizer: Any) -> dict[str, float]:
     """Mean eval loss per fixed log-SNR over the eval split (``evaluation.loss_batches`` batches of
     ``evaluation.batch_size``) through ``program.eval_loss`` (a ``TrainProgram``)."""
     c, e = program.config, program.config.evaluation
-    batches = pipeline.make_eval_iterator(
-        c.data, global_batch_size=e.batch_size, process_index=jax.process_index(),
-        process_count=jax.process_count(), tokenizer=tokenizer, max_text_len=c.model.max_text_len,
-        num_batches=e.loss_batches or None)
+    batches = pipeline.make_eval_iterator(c.data, global_batch_size=e.batch_size, tokenizer=tokenizer,
+                                          max_text_len=c.model.max_text_len,
+                                          num_batches=e.loss_batches or None)
     return program.eval_loss(params, batches)
 
 

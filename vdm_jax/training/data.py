@@ -32,19 +32,17 @@ class TrainData:
 
     def train_iterator(self):
         c = self.config
-        return pipeline.make_train_iterator(
-            c.data, global_batch_size=c.training.global_batch_size, process_index=jax.process_index(),
-            process_count=jax.process_count(), seed=c.data.shuffle_seed, tokenizer=self.tokenizer,
-            max_text_len=c.model.max_text_len)
+        return pipeline.make_train_iterator(c.data, global_batch_size=c.training.global_batch_size,
+                                            seed=c.data.shuffle_seed, tokenizer=self.tokenizer,
+                                            max_text_len=c.model.max_text_len)
 
     def eval_batches(self, num_batches: int) -> Iterator[dict[str, np.ndarray]]:
         c = self.config
         if num_batches <= 0:
             return iter(())
-        return pipeline.make_eval_iterator(
-            c.data, global_batch_size=c.training.global_batch_size, process_index=jax.process_index(),
-            process_count=jax.process_count(), tokenizer=self.tokenizer,
-            max_text_len=c.model.max_text_len, num_batches=num_batches)
+        return pipeline.make_eval_iterator(c.data, global_batch_size=c.training.global_batch_size,
+                                           tokenizer=self.tokenizer, max_text_len=c.model.max_text_len,
+                                           num_batches=num_batches)
 
     def eval_captions(self, num: int) -> list[str]:
         """The first ``num`` captions of the eval split (fixed prompts for the periodic samples)."""
