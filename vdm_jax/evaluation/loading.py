@@ -129,7 +129,7 @@ def check_config_matches(saved: Config, given: Config, step: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Mesh, abstract params and the restore
+# The evaluation's mesh
 # ----------------------------------------------------------------------------------------------
 
 

@@ -68,16 +68,15 @@ class TrainProgram:
         model = ModelPlan.create(config, mesh)
         tx, lr_schedule = make_optimizer(config.optimizer, config.training.num_train_steps)
         replicated = NamedSharding(mesh, PartitionSpec())
-        abstract = jax.eval_shape(functools.partial(_init_state, model, tx), jax.random.PRNGKey(0))
-        opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, model.param_shardings,
+        shapes = jax.eval_shape(functools.partial(_init_state, model, tx), jax.random.PRNGKey(0))
+        opt_sh = optax.tree_map_params(tx, lambda _, s: s, shapes.opt_state, model.param_shardings,
                                        transform_non_params=lambda _: replicated)
         state_sh = TrainState(step=replicated, params=model.param_shardings, ema_params=model.param_shardings,
                               opt_state=opt_sh, rng=replicated)
-        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
+        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes,
                                 state_sh)
-        return cls(config, mesh, model, tx, lr_schedule, Schedule.from_config(config.diffusion,
-                                                                               config.data.resolution),
-                   state_sh, abstract)
+        schedule = Schedule.from_config(config.diffusion, config.data.resolution)
+        return cls(config, mesh, model, tx, lr_schedule, schedule, state_sh, abstract)
 
     # -- state and batches ---------------------------------------------------------------------
 
@@ -110,11 +109,12 @@ class TrainProgram:
         b, d, m = self.config.training.global_batch_size, self.config.data, self.config.model
         spec = {"video": ((b, d.clip_frames, d.resolution, d.resolution, m.in_channels), jnp.float32),
                 "frame_mask": ((b, d.clip_frames), jnp.bool_)}
-        if m.text_encoder != TextEncoderKind.NONE:
+        if m.text_encoder == TextEncoderKind.TRANSFORMER:
             spec["tokens"] = ((b, m.max_text_len), jnp.int32)
-            spec["token_mask"] = ((b, m.max_text_len), jnp.bool_)
         if m.text_encoder == TextEncoderKind.PRECOMPUTED:
             spec["text_embeddings"] = ((b, m.max_text_len, m.precomputed_text_dim), jnp.float32)
+        if m.text_encoder != TextEncoderKind.NONE:
+            spec["token_mask"] = ((b, m.max_text_len), jnp.bool_)
         sharding = self.batch_sharding(b)
         return {k: jax.ShapeDtypeStruct(s, t, sharding=sharding) for k, (s, t) in spec.items()}
 
