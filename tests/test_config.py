@@ -24,6 +24,10 @@ def test_sections_convert_and_validate_at_construction():
     with pytest.raises(C.ConfigError, match="model.dropout"):
         C.ModelConfig(dropout=1.5)
     assert C.DataConfig(num_frames=8, images_per_video=2).clip_frames == 10
+    # the model section is validated with the derived model.resolution (= data.resolution)
+    cfg = C.from_configdict({"data": {"resolution": 24}, "model": {"channel_mults": (1,), "layout_grid": 3,
+                                                                   "attention_resolutions": (24,)}})
+    assert cfg.model.resolution == 24 and cfg.model.layout_grid == 3
 
 
 @pytest.mark.parametrize("module,arg", [(moving_digits, None), (moving_digits, "smoke"),

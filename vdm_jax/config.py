@@ -154,15 +154,19 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+def _mapping(values: Any, path: str) -> Mapping:
+    if isinstance(values, Mapping):
+        return values
+    if hasattr(values, "to_dict"):  # a ConfigDict
+        return values.to_dict()
+    _fail(path or "<root>", f"expected a section (mapping), got {values!r}")
+
+
 def _build(cls: type, values: Any, path: str) -> Any:
     """A section (or the whole config) from a mapping; unknown fields are refused."""
     if isinstance(values, cls):
         return values
-    if not isinstance(values, Mapping):
-        if hasattr(values, "to_dict"):
-            values = values.to_dict()
-        else:
-            _fail(path or "<root>", f"expected a section (mapping), got {values!r}")
+    values = _mapping(values, path)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
@@ -616,11 +620,18 @@ class Config(_Section):
     evaluation: EvalConfig = EvalConfig()
 
     def __post_init__(self) -> None:
-        super().__post_init__()  # each section converted and validated on its own first
-        # model.resolution is derived: the U-Net's attention levels refer to the data's frame size.
-        if self.model.resolution != self.data.resolution:
-            model = dataclasses.replace(self.model, resolution=self.data.resolution)
-            object.__setattr__(self, "model", model)
+        # model.resolution is derived: the U-Net's attention levels (and the layout grid) refer to
+        # the data's frame size, so the model section is built and validated with it.
+        data = _build(DataConfig, self.data, "data")
+        if isinstance(self.model, ModelConfig):
+            model = self.model
+            if model.resolution != data.resolution:
+                model = dataclasses.replace(model, resolution=data.resolution)
+        else:
+            model = {**_mapping(self.model, "model"), "resolution": data.resolution}
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "model", model)
+        super().__post_init__()  # each section converted and validated on its own
         self._validate_cross_fields()
 
     def _validate_cross_fields(self) -> None:
