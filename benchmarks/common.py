@@ -1,4 +1,4 @@
-"""Pieces shared by the benchmarks: synthetic batches, device facts, timing, memory, MFU.
+"""Pieces shared by the benchmarks: synthetic batches, device selection, timing, memory.
 
 Light on purpose: nothing here imports the data pipeline (grain, tfds), so the benchmarks run on
 machines that only have jax, flax, optax and ml_collections.
@@ -26,7 +26,7 @@ def synthetic_batch(config: Config, batch: int, seed: int = 0) -> dict[str, np.n
     """
     rng = np.random.default_rng(seed)
     d, m = config.data, config.model
-    frames = d.num_frames + d.images_per_video
+    frames = d.clip_frames
     out = {"video": rng.uniform(-1, 1, (batch, frames, d.resolution, d.resolution, m.in_channels))
            .astype(np.float32),
            "frame_mask": np.arange(frames)[None, :].repeat(batch, 0) < d.num_frames}
@@ -50,15 +50,6 @@ def select_devices(count: int) -> list:
     return devices[:count] if count else devices
 
 
-def peak_flops_per_device(device) -> float | None:
-    """Dense bf16 peak FLOP/s for the device kind (H100/H200 989T, v5e 197T, v5p 459T, v6e 918T)."""
-    from vdm_jax.hardware import device_spec
-
-    if device.platform == "cpu":
-        return None
-    return device_spec(device.device_kind)[0]
-
-
 def memory_stats(devices: Sequence) -> dict[str, int | None]:
     """Peak bytes in use and the allocator's limit (max over devices); None where not reported."""
     peaks, limits = [], []
@@ -70,16 +61,6 @@ def memory_stats(devices: Sequence) -> dict[str, int | None]:
             limits.append(int(stats["bytes_limit"]))
     return {"peak_memory_bytes": max(peaks) if peaks else None,
             "memory_limit_bytes": max(limits) if limits else None}
-
-
-def xla_memory(compiled) -> dict[str, int]:
-    """Per-device sizes from XLA's buffer assignment (``compiled.memory_analysis()``)."""
-    mem = compiled.memory_analysis()
-    vals = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
-            for k in ("argument", "output", "alias", "temp")}
-    live = vals["argument"] + vals["output"] - vals["alias"] + vals["temp"]
-    return {"xla_argument_bytes": vals["argument"], "xla_temp_bytes": vals["temp"],
-            "xla_peak_bytes": max(int(getattr(mem, "peak_memory_in_bytes", 0) or 0), live)}
 
 
 def time_steps(step: Callable[[], Any], steps: int, warmup: int) -> list[float]:

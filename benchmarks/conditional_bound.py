@@ -18,6 +18,7 @@ import numpy as np
 from absl import app, flags
 
 from data_pipelines import moving_digits_spec as spec
+from data_pipelines.video_io import to_unit
 
 _CLIPS = flags.DEFINE_integer("clips", 3000, "Generated clips (seed 0, the train split's generator).")
 _FRAMES = flags.DEFINE_integer("frames", 8, "Frames per clip.")
@@ -56,7 +57,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     examples = [spec.generate_example(i, 0, _FRAMES.value, _RES.value, 1) for i in range(_CLIPS.value)]
-    videos = np.stack([e["video"] for e in examples]).astype(np.float32) / 127.5 - 1.0
+    videos = to_unit(np.stack([e["video"] for e in examples]))
     keys = ("color", "size", "kind", "motion", "speed")
     attrs = {k: np.array([int(e[k][0]) for e in examples]) for k in keys}
     out = {}

@@ -19,7 +19,8 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from vdm_jax.config import DataConfig, TokenizerKind
+from data_pipelines import pipeline, sources
+from vdm_jax.config import DataConfig
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (optional).", lock_config=True)
 _NUM_FRAMES = flags.DEFINE_integer("num_frames", None, "Override data.num_frames.")
@@ -35,20 +36,15 @@ def _data_config() -> tuple[DataConfig, int, int]:
     cd = _CONFIG.value
     data, batch, max_text_len = DataConfig(), 16, 48
     if cd is not None:
-        values = dict(cd.data.to_dict())
-        values["tokenizer"] = TokenizerKind(values["tokenizer"])
-        data = dataclasses.replace(data, **values)
+        data = DataConfig(**cd.data.to_dict())
         batch, max_text_len = cd.training.global_batch_size, cd.model.max_text_len
     overrides = {"num_frames": _NUM_FRAMES.value, "resolution": _RESOLUTION.value,
                  "worker_count": _WORKERS.value, "data_dir": _DATA_DIR.value}
     data = dataclasses.replace(data, **{k: v for k, v in overrides.items() if v is not None})
-    data.validate("data")
     return data, _BATCH.value or batch, max_text_len
 
 
 def run(data: DataConfig, batch: int, max_text_len: int, num_batches: int, warmup: int) -> dict:
-    from data_pipelines import pipeline, sources
-
     t0 = time.perf_counter()
     sources.ensure_prepared(data)
     prepare_s = time.perf_counter() - t0

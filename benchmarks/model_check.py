@@ -21,13 +21,13 @@ import dataclasses
 import json
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vdm_jax.config import ModelConfig
+from benchmarks import common
+from vdm_jax.config import ModelConfig, TextEncoderKind
 from vdm_jax.models import VideoUNet, param_count
 from vdm_jax.models.flops import forward_flops
 
@@ -44,10 +44,6 @@ PRESETS = {
                         cond_dim=32, text_dim=32, text_layers=1, max_text_len=8, resolution=16),
 }
 BF16_RTOL = 3e-2  # max |xla - cudnn| / max |output| allowed for bf16 (8-bit mantissa, ~0.4% per op)
-
-
-def _val(x) -> str:
-    return str(getattr(x, "value", x))
 
 
 def parse_args(argv):
@@ -90,7 +86,7 @@ def make_inputs(cfg: ModelConfig, b: int, t: int):
     x = jax.random.normal(ks[0], (b, t, cfg.resolution, cfg.resolution, cfg.in_channels))
     logsnr = jax.random.uniform(ks[1], (b,), minval=-10, maxval=10)
     kw = {}
-    if _val(cfg.text_encoder) != "none":
+    if cfg.text_encoder != TextEncoderKind.NONE:
         tokens = jax.random.randint(ks[2], (b, cfg.max_text_len), 1, cfg.vocab_size)
         kw = {"tokens": tokens, "token_mask": tokens > 0}
     return x, logsnr, kw
@@ -106,17 +102,7 @@ def time_fwd_bwd(graphdef, state, x, logsnr, kw, steps: int, warmup: int) -> lis
             return jnp.mean(jnp.square(out - x))
         return nnx.value_and_grad(loss)(model)
 
-    def run():
-        return step(model, x, logsnr, kw)
-
-    for _ in range(warmup):
-        jax.block_until_ready(run())
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(run())
-        times.append(time.perf_counter() - t0)
-    return times
+    return common.time_steps(lambda: step(model, x, logsnr, kw), steps, warmup)
 
 
 def main(argv=None) -> dict:
@@ -132,7 +118,7 @@ def main(argv=None) -> dict:
     fwd_flops = forward_flops(cfg, args.batch, args.frames, cfg.resolution, cfg.resolution)
     result = {"device": str(jax.devices()[0].device_kind), "platform": platform, "preset": args.preset,
               "batch": args.batch, "shape": [args.frames, cfg.resolution, cfg.resolution],
-              "dtype": _val(cfg.dtype), "remat": _val(cfg.remat), "params": param_count(cfg),
+              "dtype": cfg.dtype.value, "remat": cfg.remat.value, "params": param_count(cfg),
               "fwd_gflops": fwd_flops / 1e9, "backends": {}}
     outputs = {}
     for name in backends:

@@ -20,6 +20,8 @@ import numpy as np
 from absl import app, flags
 
 from data_pipelines import moving_digits_spec as spec
+from vdm_jax.evaluation.loading import EvalInputError
+from vdm_jax.evaluation.sample_cli import SampleRequest, run_sample
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir of a moving_digits model.")
 _STEP = flags.DEFINE_string("step", "latest", "Checkpoint step: an integer or 'latest'.")
@@ -67,9 +69,6 @@ def displacement_along(clip: np.ndarray, direction: str) -> float:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from vdm_jax.evaluation.loading import EvalInputError
-    from vdm_jax.evaluation.sampling import SampleRequest, run_sample
-
     pairs = captions(_PER_DIRECTION.value, _SEED.value)
     try:
         result = run_sample(SampleRequest(workdir=_WORKDIR.value, prompts=tuple(c for _, c in pairs),

@@ -6,9 +6,9 @@ r"""Training throughput: clips/s, step time, analytic MFU, compile time and memo
     python -m benchmarks.train_throughput --config=configs/vdm_ucf101.py --batch=16 --find_max_batch
     python -m benchmarks.train_throughput --config=... --config.model.remat=none --profile_dir=/tmp/trace
 
-The state is created abstract-first and sharded over the mesh of ``--devices`` local devices
-(``vdm_jax.training.state.create_train_state``); the step is ``vdm_jax.training.step.train_step``,
-jitted with explicit shardings and the state donated, exactly as the training loop does. Batches
+The state is created abstract-first and sharded over the mesh of ``--devices`` local devices, and
+the step is the train program's (``vdm_jax.training.program.TrainProgram``: explicit shardings,
+state donated), exactly what the training loop runs. Batches
 are synthetic (the batch contract's shapes and dtypes; no data pipeline, no host-to-device copy
 inside the timing: see ``benchmarks.loader`` for the pipeline). ``--warmup`` steps, then the
 median of ``--steps`` individually waited-for steps.
@@ -23,29 +23,22 @@ one JSON object.
 
 from __future__ import annotations
 
-from launch import xla_flags
+import dataclasses
+import gc
+import json
+import time
+from typing import Any
 
-_XLA_FLAGS_ADDED = xla_flags.set_default_gpu_flags()  # before JAX creates its backends
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-import dataclasses  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from benchmarks import common  # noqa: E402
-from vdm_jax import config as vconfig  # noqa: E402
-from vdm_jax.diffusion.schedules import Schedule  # noqa: E402
-from vdm_jax.models.flops import forward_flops  # noqa: E402
-from vdm_jax.sharding.mesh import describe, make_mesh  # noqa: E402
-from vdm_jax.training.state import count_params, create_train_state  # noqa: E402
-from vdm_jax.training.step import train_step  # noqa: E402
+from benchmarks import common
+from vdm_jax import config as vconfig
+from vdm_jax import hardware, xla_flags
+from vdm_jax.sharding.mesh import describe, make_mesh
+from vdm_jax.training.program import TrainProgram
 
 # Compile options for memory probes: skip GEMM/conv autotuning (it only picks faster kernels).
 _FAST_COMPILE = {"xla_gpu_autotune_level": 0}
@@ -55,27 +48,15 @@ def with_batch(config: vconfig.Config, batch: int) -> vconfig.Config:
     return vconfig.replace(config, training={"global_batch_size": batch})
 
 
-def _shardings(config: vconfig.Config, devices: list) -> tuple[Any, NamedSharding, NamedSharding]:
+def make_program(config: vconfig.Config, batch: int, devices: list) -> TrainProgram:
+    """The train program of ``config`` at global batch ``batch`` on a mesh of ``devices``."""
+    config = with_batch(config, batch)
     mesh = make_mesh(config.mesh, devices)
     shards = mesh.shape["data"] * mesh.shape["fsdp"] * config.training.microbatches
-    if config.training.global_batch_size % shards:
-        raise ValueError(f"--batch={config.training.global_batch_size} must be divisible by data*fsdp*"
-                         f"microbatches={shards} (mesh {describe(mesh)})")
-    return mesh, NamedSharding(mesh, PartitionSpec(("data", "fsdp"))), NamedSharding(mesh, PartitionSpec())
-
-
-def jit_step(config: vconfig.Config, bundle, state_sh, batch_sh, replicated):
-    """The train step jitted as the training loop jits it (explicit shardings, donated state)."""
-    schedule = Schedule.from_config(config.diffusion, config.data.resolution)
-    return jax.jit(lambda s, b: train_step(s, b, config=config, bundle=bundle, schedule=schedule),
-                   in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),
-                   donate_argnums=(0,))
-
-
-def step_flops(config: vconfig.Config, batch: int) -> float:
-    d = config.data
-    frames = d.num_frames + d.images_per_video
-    return 3.0 * forward_flops(config.model, batch, frames, d.resolution, d.resolution)
+    if batch % shards:
+        raise ValueError(f"--batch={batch} must be divisible by data*fsdp*microbatches={shards} "
+                         f"(mesh {describe(mesh)})")
+    return TrainProgram.create(config, mesh)
 
 
 class _Stepper:
@@ -104,49 +85,45 @@ def _profile(stepper: _Stepper, profile_dir: str, steps: int) -> str | None:
 
 
 def run(config: vconfig.Config, batch: int, *, steps: int = 10, warmup: int = 3, devices: list | None = None,
-        profile_dir: str = "", profile_steps: int = 3) -> dict[str, Any]:
+        profile_dir: str = "", profile_steps: int = 3, xla_flags_added: tuple[str, ...] = ()
+        ) -> dict[str, Any]:
     """Create the sharded state, compile the step, time it. Returns the result dict (JSON-friendly)."""
     if steps < 1 or warmup < 0:
         raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
-    config = with_batch(config, batch)
     devices = devices or jax.local_devices()
-    mesh, batch_sh, replicated = _shardings(config, devices)
+    program = make_program(config, batch, devices)
+    config = program.config
     t0 = time.perf_counter()
-    state, bundle, state_sh = create_train_state(config, mesh)
-    jax.block_until_ready(state)
+    state = jax.block_until_ready(program.init_state())
     init_s = time.perf_counter() - t0
-    host = common.synthetic_batch(config, batch)
-    data = {k: jax.device_put(v, batch_sh) for k, v in host.items()}
-    with jax.set_mesh(mesh):
-        t0 = time.perf_counter()
-        compiled = jit_step(config, bundle, state_sh, batch_sh, replicated).lower(state, data).compile()
-        compile_s = time.perf_counter() - t0
+    data = program.place_batch(common.synthetic_batch(config, batch))
+    t0 = time.perf_counter()
+    compiled = program.compile_train_step()
+    compile_s = time.perf_counter() - t0
+    with jax.set_mesh(program.mesh):
         stepper = _Stepper(compiled, state, data)
         del state  # donated: the stepper owns the only reference
         times = common.time_steps(stepper, steps, warmup)
         profile_error = _profile(stepper, profile_dir, profile_steps) if profile_dir else None
     metrics = {k: float(v) for k, v in jax.device_get(stepper.metrics).items()}
-    n_params = count_params(stepper.state.params)
     del stepper  # free the device memory before a next run in this process
     summary = common.summarize_times(times)
-    flops = step_flops(config, batch)
-    peak = common.peak_flops_per_device(devices[0])
-    dt = summary["step_time_s"]
-    m = config.model
+    flops, dt, m = program.step_flops, summary["step_time_s"], config.model
+    mem = hardware.xla_memory(compiled)
     result = {
         "benchmark": "train_throughput", "config": config.name, "platform": devices[0].platform,
-        "device_kind": devices[0].device_kind, "num_devices": len(devices), "mesh": describe(mesh),
-        "batch": batch, "frames": config.data.num_frames + config.data.images_per_video,
+        "device_kind": devices[0].device_kind, "num_devices": len(devices), "mesh": describe(program.mesh),
+        "batch": batch, "frames": config.data.clip_frames,
         "resolution": config.data.resolution, "dtype": m.dtype.value, "remat": m.remat.value,
-        "attention_backend": m.attention_backend.value, "param_count": n_params,
+        "attention_backend": m.attention_backend.value, "param_count": program.model.num_params,
         "steps": steps, "warmup": warmup, **summary,
         "clips_per_s": batch / dt, "flops_per_step": flops,
         "tflops_per_s_per_device": flops / dt / len(devices) / 1e12,
-        "peak_flops_per_device": peak, "mfu": flops / (dt * peak * len(devices)) if peak else None,
+        "peak_flops_per_device": program.peak_flops, "mfu": program.mfu(1.0 / dt),
         "compile_s": compile_s, "init_s": init_s, **common.memory_stats(devices),
-        **common.xla_memory(compiled),
+        "xla_argument_bytes": mem["argument"], "xla_temp_bytes": mem["temp"], "xla_peak_bytes": mem["peak"],
         "loss": metrics.get("loss"), "grad_norm": metrics.get("grad_norm"),
-        "xla_flags_added": list(_XLA_FLAGS_ADDED),
+        "xla_flags_added": list(xla_flags_added),
     }
     if profile_dir:
         result.update(profile_dir=profile_dir, profile_error=profile_error)
@@ -155,17 +132,9 @@ def run(config: vconfig.Config, batch: int, *, steps: int = 10, warmup: int = 3,
 
 def probe_peak_bytes(config: vconfig.Config, batch: int, devices: list) -> int:
     """XLA's per-device peak for the step at ``batch``: a compile only, nothing allocated."""
-    from launch.compile_check import abstract_batch, abstract_train_state
-
-    config = with_batch(config, batch)
-    mesh, batch_sh, replicated = _shardings(config, devices)
-    abs_state, bundle, state_sh = abstract_train_state(config, mesh)
     options = _FAST_COMPILE if devices[0].platform == "gpu" else None
-    with jax.set_mesh(mesh):
-        lowered = jit_step(config, bundle, state_sh, batch_sh, replicated).lower(
-            abs_state, abstract_batch(config, batch_sh))
-        compiled = lowered.compile(compiler_options=options)
-    return common.xla_memory(compiled)["xla_peak_bytes"]
+    compiled = make_program(config, batch, devices).compile_train_step(compiler_options=options)
+    return hardware.xla_memory(compiled)["peak"]
 
 
 def _linear_fit(probes: dict[int, int]) -> tuple[float, float] | None:
@@ -298,13 +267,15 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/vdm_ucf101.py")
     if F.steps == 0 and not F.find_max_batch:
         raise app.UsageError("--steps=0 (no timed run) only makes sense with --find_max_batch")
+    added = xla_flags.set_default_gpu_flags()  # before JAX creates its backends
     try:
         config = vconfig.from_configdict(F.config)
         devices = common.select_devices(F.devices)
         batch = F.batch or config.training.global_batch_size
         if F.steps:
             result = run(config, batch, steps=F.steps, warmup=F.warmup, devices=devices,
-                         profile_dir=F.profile_dir, profile_steps=F.profile_steps)
+                         profile_dir=F.profile_dir, profile_steps=F.profile_steps,
+                         xla_flags_added=tuple(added))
             _print_summary(result)
         else:
             result = {"benchmark": "train_throughput", "config": config.name, "platform": devices[0].platform,

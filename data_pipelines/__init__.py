@@ -1,31 +1,15 @@
-"""Data pipelines for vdm_jax: tfds ArrayRecord datasets, tokenizers and grain streaming.
+"""Data pipelines for vdm_jax: tfds ArrayRecord datasets, tokenizers, grain streaming and video IO.
 
 Modules (import what you need; this package import is cheap):
 - ``moving_digits_spec``: the procedural world (palette, objects, motions, render, captions).
 - ``moving_digits``: its tfds builder (ArrayRecord, no TensorFlow).
 - ``video_folder``: the user's videos/images + captions -> ArrayRecord shards.
+- ``video_io``: pixel conversion ([-1, 1] <-> uint8), decoding videos and images, writing samples.
 - ``tokenizers``: byte-level and sentencepiece tokenizers.
 - ``sources``: data dirs, ``ensure_prepared``, opening splits (prepared dirs, tfds catalog).
-- ``pipeline``: grain train/eval iterators, global jax.Arrays, iterator checkpoints.
+- ``pipeline``: grain train/eval iterators, iterator checkpoints.
+- ``text_embeddings``: frozen-encoder caption embeddings stored next to a dataset.
 - ``prepare``: ``python -m data_pipelines.prepare --dataset=NAME --data_dir=DIR [...]``.
 
-See data_pipelines/README.md.
+Of ``vdm_jax`` this package imports only ``vdm_jax.config``. See data_pipelines/README.md.
 """
-
-_LAZY = {
-    "ensure_prepared": "data_pipelines.sources",
-    "make_train_iterator": "data_pipelines.pipeline",
-    "make_eval_iterator": "data_pipelines.pipeline",
-    "eval_records": "data_pipelines.pipeline",
-    "to_global_batch": "data_pipelines.pipeline",
-    "tokenizer_for": "data_pipelines.pipeline",
-    "load_tokenizer": "data_pipelines.tokenizers",
-}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'data_pipelines' has no attribute {name!r}")

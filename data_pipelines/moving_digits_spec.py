@@ -73,7 +73,6 @@ SIZE_NAMES = ("small", "big")
 SIZE_FRACTION = (0.3125, 0.4375)  # box side / resolution (10 and 14 px at 32x32)
 
 ATTRIBUTE_KEYS = ("num_objects", "color", "kind", "motion", "speed", "size", "x0", "y0")
-BACKGROUND = (0, 0, 0)
 
 # 3x5 bitmap font: bold strokes (1/5 of the box height) that stay legible at 10 px.
 _FONT_3X5 = {

@@ -29,15 +29,17 @@ Iterator state: ``it.get_state()/it.set_state(s)``, or with orbax
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import grain
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from absl import flags
 
 from data_pipelines import records, sources, text_embeddings, transforms
 from data_pipelines.shuffle import shuffle
 from data_pipelines.tokenizers import load_tokenizer
-from vdm_jax.config import DataConfig
+from vdm_jax.config import DataConfig, TokenizerKind
 
 _IMAGE_SEED_OFFSET = 7919
 _KEYS = (records.VIDEO_KEY, records.CAPTION_KEY)  # what batches need (attributes are skipped)
@@ -45,8 +47,8 @@ _KEYS = (records.VIDEO_KEY, records.CAPTION_KEY)  # what batches need (attribute
 
 def tokenizer_for(data_cfg: DataConfig):
     """The tokenizer that ``data_cfg`` asks for (sentencepiece: trained/stored at prepare time)."""
-    kind = getattr(data_cfg.tokenizer, "value", data_cfg.tokenizer)
-    path = sources.ensure_prepared(data_cfg) if kind == "sentencepiece" else None
+    kind = data_cfg.tokenizer
+    path = sources.ensure_prepared(data_cfg) if kind == TokenizerKind.SENTENCEPIECE else None
     return load_tokenizer(kind, path, data_cfg.sentencepiece_vocab_size)
 
 
@@ -74,13 +76,17 @@ def _open_split(data_cfg: DataConfig, split: str, keys: tuple[str, ...]):
     return text_embeddings.EmbeddedSource(source, found[0], split)
 
 
-def _check_process(global_batch_size: int, process_index: int, process_count: int) -> int:
+def _process_rows(global_batch_size: int, process_index: int | None, process_count: int | None
+                  ) -> tuple[int, int, int]:
+    """(rows per process, process index, process count); None: this JAX process and the count."""
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
     if global_batch_size < 1 or global_batch_size % process_count:
         raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
                          f"process_count={process_count}")
-    return global_batch_size // process_count
+    return global_batch_size // process_count, process_index, process_count
 
 
 def _read_options(data_cfg: DataConfig) -> grain.ReadOptions:
@@ -91,8 +97,6 @@ def _read_options(data_cfg: DataConfig) -> grain.ReadOptions:
 def _ensure_absl_flags_parsed() -> None:
     """grain's worker processes read absl flags; outside ``absl.app.run`` mark them parsed
     (keeping defaults) instead of crashing in the worker."""
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
@@ -106,11 +110,13 @@ def _to_iter(ds: grain.MapDataset, data_cfg: DataConfig) -> grain.IterDataset:
     return it_ds
 
 
-def train_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index: int = 0,
-                  process_count: int = 1, seed: int | None = None, tokenizer=None,
+def train_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index: int | None = None,
+                  process_count: int | None = None, seed: int | None = None, tokenizer=None,
                   max_text_len: int = 48) -> grain.MapDataset:
-    """The infinite, process-local training MapDataset of finished batches."""
-    per_process = _check_process(global_batch_size, process_index, process_count)
+    """The infinite, process-local training MapDataset of finished batches (default: this JAX
+    process's rows)."""
+    per_process, process_index, process_count = _process_rows(global_batch_size, process_index,
+                                                               process_count)
     seed = data_cfg.shuffle_seed if seed is None else seed
     tokenizer = tokenizer or tokenizer_for(data_cfg)
     source = _open_split(data_cfg, data_cfg.train_split, _KEYS)
@@ -145,24 +151,26 @@ class _Finalize:
         return transforms.finalize_batch(batch, self.num_frames)
 
 
-def make_train_iterator(data_cfg: DataConfig, *, global_batch_size: int, process_index: int = 0,
-                        process_count: int = 1, seed: int | None = None, tokenizer=None,
-                        max_text_len: int = 48) -> grain.DatasetIterator:
+def make_train_iterator(data_cfg: DataConfig, *, global_batch_size: int,
+                        process_index: int | None = None, process_count: int | None = None,
+                        seed: int | None = None, tokenizer=None, max_text_len: int = 48
+                        ) -> grain.DatasetIterator:
     """Infinite iterator of process-local training batches (``global_batch_size // process_count``)."""
     ds = train_dataset(data_cfg, global_batch_size=global_batch_size, process_index=process_index,
                        process_count=process_count, seed=seed, tokenizer=tokenizer, max_text_len=max_text_len)
     return iter(_to_iter(ds, data_cfg))
 
 
-def eval_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index: int = 0,
-                 process_count: int = 1, tokenizer=None, max_text_len: int = 48,
+def eval_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index: int | None = None,
+                 process_count: int | None = None, tokenizer=None, max_text_len: int = 48,
                  num_batches: int | None = None, split: str | None = None) -> grain.MapDataset:
     """Finite, deterministic eval batches: no shuffle, no flip, the first window of each clip.
 
     The split is truncated to a whole number of global batches so that every process gets the
     same number of batches.
     """
-    per_process = _check_process(global_batch_size, process_index, process_count)
+    per_process, process_index, process_count = _process_rows(global_batch_size, process_index,
+                                                               process_count)
     tokenizer = tokenizer or tokenizer_for(data_cfg)
     split = split or data_cfg.eval_split
     source = _open_split(data_cfg, split, _KEYS)
@@ -178,9 +186,9 @@ def eval_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index:
     return ds.map(clip).batch(per_process, drop_remainder=True).map(_Finalize(data_cfg.num_frames))
 
 
-def make_eval_iterator(data_cfg: DataConfig, *, global_batch_size: int, process_index: int = 0,
-                       process_count: int = 1, tokenizer=None, max_text_len: int = 48,
-                       num_batches: int | None = None, split: str | None = None):
+def make_eval_iterator(data_cfg: DataConfig, *, global_batch_size: int,
+                       process_index: int | None = None, process_count: int | None = None, tokenizer=None,
+                       max_text_len: int = 48, num_batches: int | None = None, split: str | None = None):
     """A finite iterator of process-local eval batches (same batches every call)."""
     ds = eval_dataset(data_cfg, global_batch_size=global_batch_size, process_index=process_index,
                       process_count=process_count, tokenizer=tokenizer, max_text_len=max_text_len,
@@ -205,32 +213,13 @@ def eval_records(data_cfg: DataConfig, num: int, split: str | None = None) -> li
     return out
 
 
-def to_global_batch(batch: dict, sharding: Any) -> dict:
-    """Process-local numpy batch -> global ``jax.Array``s placed with ``sharding``.
-
-    ``sharding`` is one ``NamedSharding`` whose spec shards the leading (batch) axis, or a dict
-    with one sharding per batch key.
-    """
-    import jax
-
-    def place(key, x):
-        s = sharding[key] if isinstance(sharding, dict) else sharding
-        return jax.make_array_from_process_local_data(s, np.asarray(x))
-
-    return {k: place(k, v) for k, v in batch.items()}
-
-
 def save_iterator(iterator, directory: str) -> None:
     """Save the iterator state with orbax through grain's checkpoint handler."""
-    import orbax.checkpoint as ocp
-
     with ocp.Checkpointer(grain.checkpoint.CheckpointHandler()) as ckptr:
         ckptr.save(os.path.abspath(directory), args=grain.checkpoint.CheckpointSave(iterator))
 
 
 def restore_iterator(iterator, directory: str):
     """Restore a freshly built iterator (same config) to the state saved in ``directory``."""
-    import orbax.checkpoint as ocp
-
     with ocp.Checkpointer(grain.checkpoint.CheckpointHandler()) as ckptr:
         return ckptr.restore(os.path.abspath(directory), args=grain.checkpoint.CheckpointRestore(iterator))

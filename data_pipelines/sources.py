@@ -21,7 +21,11 @@ import contextlib
 import fcntl
 import os
 
-from vdm_jax.config import DataConfig
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_pipelines import moving_digits, records, tokenizers, video_folder
+from vdm_jax.config import DataConfig, TokenizerKind
 
 ENV_DATA_DIR = "VDM_DATA_DIR"
 BUILTIN = ("moving_digits", "video_folder")
@@ -34,8 +38,6 @@ def resolve_data_dir(data_cfg: DataConfig) -> str:
 
 
 def moving_digits_config(data_cfg: DataConfig):
-    from data_pipelines import moving_digits
-
     return moving_digits.make_config(
         num_frames=data_cfg.num_frames, resolution=data_cfg.resolution,
         num_train=data_cfg.num_train_clips, num_test=data_cfg.num_test_clips,
@@ -50,12 +52,8 @@ def prepared_path(data_cfg: DataConfig) -> str | None:
     """Directory of the prepared dataset for ``data_cfg`` (None for catalog datasets)."""
     root = resolve_data_dir(data_cfg)
     if data_cfg.dataset == "moving_digits":
-        from data_pipelines import moving_digits
-
         return moving_digits.dataset_dir(root, moving_digits_config(data_cfg))
     if data_cfg.dataset == "video_folder":
-        from data_pipelines import video_folder
-
         return video_folder.dataset_dir(root, video_folder.options_from_config(data_cfg))
     if os.path.isdir(os.path.expanduser(data_cfg.dataset)):
         return os.path.abspath(os.path.expanduser(data_cfg.dataset))
@@ -63,8 +61,9 @@ def prepared_path(data_cfg: DataConfig) -> str | None:
 
 
 @contextlib.contextmanager
-def _file_lock(path: str):
-    """Exclusive lock so two local processes never prepare the same dataset at once."""
+def file_lock(path: str):
+    """Exclusive lock (``flock`` on ``path``) so two local processes never prepare the same dataset
+    at once."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -87,36 +86,30 @@ def ensure_prepared(data_cfg: DataConfig, *, num_workers: int = 0, progress: boo
         return None
     if not is_prepared(path):
         if data_cfg.dataset == "moving_digits":
-            with _file_lock(os.path.join(resolve_data_dir(data_cfg), ".moving_digits.lock")):
+            with file_lock(os.path.join(resolve_data_dir(data_cfg), ".moving_digits.lock")):
                 if not is_prepared(path):
-                    from data_pipelines import moving_digits
-
                     moving_digits.build(resolve_data_dir(data_cfg), moving_digits_config(data_cfg))
         elif data_cfg.dataset == "video_folder":
-            from data_pipelines import video_folder
-
             if not data_cfg.source_dir:
                 raise FileNotFoundError(f"no prepared video_folder dataset at {path} and data.source_dir "
                                         "is empty: run `python -m data_pipelines.prepare "
                                         "--dataset=video_folder`")
-            with _file_lock(path + ".lock"):
+            with file_lock(path + ".lock"):
                 video_folder.prepare(video_folder.options_from_config(data_cfg), resolve_data_dir(data_cfg),
                                      num_workers=num_workers, progress=progress)
         else:
             raise FileNotFoundError(f"data.dataset={data_cfg.dataset!r}: {path} has no dataset_info.json")
-    if getattr(data_cfg.tokenizer, "value", data_cfg.tokenizer) == "sentencepiece":
+    if data_cfg.tokenizer == TokenizerKind.SENTENCEPIECE:
         ensure_sentencepiece(path, data_cfg.sentencepiece_vocab_size)
     return path
 
 
 def ensure_sentencepiece(path: str, vocab_size: int) -> str:
     """Train the sentencepiece model on the train-split captions if it is missing."""
-    from data_pipelines import records, tokenizers
-
     sp_path = tokenizers.sentencepiece_path(path, vocab_size)
     if os.path.exists(sp_path):
         return sp_path
-    with _file_lock(sp_path + ".lock"):
+    with file_lock(sp_path + ".lock"):
         if not os.path.exists(sp_path):
             source = open_split_from_dir(path, "train")
             captions = (records.caption_text(source[i][records.CAPTION_KEY]) for i in range(len(source)))
@@ -125,8 +118,6 @@ def ensure_sentencepiece(path: str, vocab_size: int) -> str:
 
 
 def open_split_from_dir(path: str, split: str):
-    import tensorflow_datasets as tfds
-
     builder = tfds.builder_from_directory(path)
     if split not in builder.info.splits:
         raise ValueError(f"split {split!r} not in dataset {path}; available: {sorted(builder.info.splits)}")
@@ -134,8 +125,6 @@ def open_split_from_dir(path: str, split: str):
 
 
 def has_split(data_cfg: DataConfig, split: str) -> bool:
-    import tensorflow_datasets as tfds
-
     path = prepared_path(data_cfg)
     if path is not None:
         return split in tfds.builder_from_directory(path).info.splits
@@ -161,8 +150,6 @@ class KeysSource:
     """Records of a prepared dataset with only ``keys`` decoded (the rest is skipped)."""
 
     def __init__(self, path: str, split: str, keys: tuple[str, ...]):
-        import tensorflow_datasets as tfds
-
         self._args = (path, split, keys)
         builder = tfds.builder_from_directory(path)
         if split not in builder.info.splits:
@@ -189,8 +176,6 @@ class CatalogSource:
     """A prepared tfds catalog dataset (array_record) with records mapped to our schema."""
 
     def __init__(self, data_cfg: DataConfig, split: str):
-        import tensorflow_datasets as tfds
-
         self._args = (data_cfg, split)
         self._source = tfds.data_source(data_cfg.dataset, split=split, data_dir=resolve_data_dir(data_cfg))
         features = self._source.dataset_info.features
@@ -209,8 +194,6 @@ class CatalogSource:
         return len(self._source)
 
     def __getitem__(self, index: int) -> dict:
-        import numpy as np
-
         rec = self._source[index]
         caption = rec[self._caption_key]
         if self._label_names is not None:

@@ -36,7 +36,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import ml_dtypes
 import numpy as np
+from array_record.python import array_record_module
+from array_record.python.array_record_data_source import ArrayRecordDataSource
 
 STORE_DIRNAME = "text_embeddings"
 METADATA_FILENAME = "metadata.json"
@@ -160,8 +163,6 @@ def find_store(dataset_dir: str, encoder_dir: str, splits: Sequence[str] = ()) -
 
 def _np_dtype(name: str) -> np.dtype:
     if name == "bfloat16":
-        import ml_dtypes
-
         return np.dtype(ml_dtypes.bfloat16)
     if name == "float16":
         return np.dtype(np.float16)
@@ -210,8 +211,6 @@ def encode_dataset(dataset_dir: str, encoder_dir: str, encode_fn: EncodeFn, *, d
     bool)`` for up to ``batch_size`` texts. Chunks that exist are kept (resumable); returns the
     store directory and its final metadata.
     """
-    from array_record.python import array_record_module
-
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     np_dtype = _np_dtype(dtype)
     identity = encoder_identity(encoder_dir)
@@ -283,8 +282,6 @@ class EmbeddedSource:
     """A split's records with ``text_embedding`` (n, d_model) added from the store (picklable)."""
 
     def __init__(self, base, store: str, split: str):
-        from array_record.python.array_record_data_source import ArrayRecordDataSource
-
         meta = read_metadata(store)
         if meta is None or split not in meta["splits"]:
             raise TextEmbeddingsError(f"{store}: no text embeddings for split {split!r}")

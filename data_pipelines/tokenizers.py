@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import numpy as np
+import sentencepiece as spm
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 NUM_SPECIAL = 4
@@ -73,8 +74,6 @@ class SentencePieceTokenizer:
     """A trained sentencepiece model (serialized proto bytes or a ``.model`` file)."""
 
     def __init__(self, model: bytes | str | os.PathLike):
-        import sentencepiece as spm
-
         if not isinstance(model, bytes):
             path = os.fspath(model)
             if not os.path.exists(path):
@@ -100,8 +99,6 @@ def train_sentencepiece(captions: Iterable[str | bytes], vocab_size: int, path: 
 
     ``vocab_size`` is an upper bound (small caption corpora support fewer pieces).
     """
-    import sentencepiece as spm
-
     if vocab_size <= NUM_SPECIAL + 1:
         raise ValueError(f"sentencepiece vocab_size must be > {NUM_SPECIAL + 1}, got {vocab_size}")
     texts = [_as_text(c) for c in captions]
@@ -127,7 +124,6 @@ def sentencepiece_path(dataset_dir: str | os.PathLike, vocab_size: int) -> str:
 def load_tokenizer(kind: str, dataset_dir: str | os.PathLike | None = None,
                    sentencepiece_vocab_size: int = 512) -> ByteTokenizer | SentencePieceTokenizer:
     """``kind`` is 'byte' or 'sentencepiece' (the model stored in the prepared ``dataset_dir``)."""
-    kind = getattr(kind, "value", kind)
     if kind == "byte":
         return ByteTokenizer()
     if kind == "sentencepiece":

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from data_pipelines import records, text_embeddings
-from data_pipelines.video_io import resize_center_crop
+from data_pipelines.video_io import resize_center_crop, to_unit
 
 
 def fit_resolution(video: np.ndarray, resolution: int) -> np.ndarray:
@@ -90,7 +90,7 @@ def finalize_batch(batch: dict, num_video_frames: int) -> dict:
 
     Stored text embeddings keep their dtype (bfloat16/float16): the model casts them.
     """
-    video = batch["video"].astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+    video = to_unit(batch["video"])
     b, t_total = video.shape[:2]
     frame_mask = np.zeros((b, t_total), bool)
     frame_mask[:, :num_video_frames] = True

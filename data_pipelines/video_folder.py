@@ -21,11 +21,15 @@ import csv
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 from typing import Any
 
 import numpy as np
+import tensorflow_datasets as tfds
+from array_record.python import array_record_module
+from tqdm import tqdm
 
 from data_pipelines import records, video_io
 
@@ -183,8 +187,6 @@ def _report_path(task: dict) -> str:
 
 def write_shard(task: dict) -> dict:
     """Decode one shard's files and write them; never raises on a bad file (it is counted)."""
-    from array_record.python import array_record_module
-
     opts: FolderOptions = task["opts"]
     final = os.path.join(task["out_dir"], _shard_name(task["split"], task["index"], task["count"]))
     if os.path.exists(final) and os.path.exists(_report_path(task)):
@@ -236,15 +238,11 @@ def _atomic_json(path: str, obj: Any) -> None:
 
 
 def _run_tasks(tasks: list[dict], num_workers: int, progress: bool) -> list[dict]:
-    from tqdm import tqdm
-
     bar = tqdm(total=sum(len(t["items"]) for t in tasks), unit="file", desc="video_folder",
                disable=not progress)
     reports = []
     try:
         if num_workers > 0 and len(tasks) > 1:
-            import multiprocessing
-
             with multiprocessing.get_context("spawn").Pool(min(num_workers, len(tasks))) as pool:
                 for report in pool.imap_unordered(write_shard, tasks):
                     reports.append(report)
@@ -260,8 +258,6 @@ def _run_tasks(tasks: list[dict], num_workers: int, progress: bool) -> list[dict
 
 def prepare(opts: FolderOptions, data_dir: str, *, num_workers: int = 0, progress: bool = True) -> str:
     """Prepare (or finish preparing) the dataset; returns its directory. Idempotent."""
-    import tensorflow_datasets as tfds
-
     opts.validate()
     out_dir = dataset_dir(data_dir, opts)
     if os.path.isfile(os.path.join(out_dir, "dataset_info.json")):

@@ -1,10 +1,49 @@
-"""Shared helpers for the absl entry points: one-line errors instead of tracebacks."""
+"""What every entry point shares: one way to say a config, one-line errors instead of tracebacks.
+
+Every CLI that takes a config takes it the same way: ``--config=FILE[:ARG]`` (``ARG`` goes to the
+file's ``get_config``) plus any number of ``--config.a.b=value`` overrides; the ConfigDict is
+locked, so a misspelled field is refused.
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from absl import flags
+from ml_collections import config_flags
+
+from vdm_jax.config import Config, ConfigError, from_configdict
+
+FLAGS = flags.FLAGS
+
+
+def define_config_flag(required: bool = True, what: str = "") -> flags.FlagHolder:
+    """``--config=FILE[:ARG]`` with ``--config.a.b=value`` overrides (a locked ConfigDict)."""
+    holder = config_flags.DEFINE_config_file(
+        "config", None, f"Config file, e.g. configs/moving_digits.py[:smoke]{what}; override any field "
+                        "with --config.a.b=value.", lock_config=True)
+    if required:
+        flags.mark_flag_as_required("config")
+    return holder
+
+
+def config_spec() -> str:
+    """The ``FILE[:ARG]`` given to ``--config``."""
+    return config_flags.get_config_filename(FLAGS["config"])
+
+
+def config_overrides() -> dict[str, Any]:
+    """The ``--config.a.b=value`` overrides given, as ``{"a.b": value}`` (parsed values)."""
+    return dict(config_flags.get_override_values(FLAGS["config"]))
+
+
+def typed_config(configdict: Any) -> Config:
+    """The validated config of a ConfigDict; an invalid value exits with one line naming the field."""
+    try:
+        return from_configdict(configdict)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -13,7 +52,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     A misspelled ``--config.a.b=v`` (the ConfigDict is locked) names the field that does not exist.
     """
     try:
-        return flags.FLAGS(argv)
+        return FLAGS(argv)
     except flags.Error as e:
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         # A config file that raised: keep the flag line and the exception line, drop the traceback.

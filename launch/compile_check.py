@@ -4,7 +4,8 @@
     python -m launch.compile_check --config=configs/moving_digits.py:smoke --topology=cpu:8
 
 Nothing is allocated: the train state and the batch are abstract (shapes + shardings on the
-target mesh), and the step is lowered and compiled exactly as ``vdm_jax.training`` jits it. Prints
+target mesh), and the step is the train program's (``vdm_jax.training.program.TrainProgram``),
+lowered and compiled exactly as training runs it. Prints
 per-device memory from XLA's buffer assignment (arguments, outputs, temporaries, peak), the analytic
 FLOPs of one step (``vdm_jax.models.flops.forward_flops`` x 3) and the step time a given MFU would
 mean. Exits with status 1 when the peak does not fit ``--memory_budget_gb`` per device.
@@ -16,22 +17,30 @@ directory; only its config.json is read) trains on that encoder's stored embeddi
 tokens: what sampling and the periodic samples run next to the model) and reports its memory.
 The verdict covers the train step and, separately, the encoder.
 
+Config overrides: ``--config.a.b=value`` (e.g. ``--config.mesh.fsdp=8``).
+
 ``--topology``: ``attached`` (the devices of this machine, default), ``cpu:N`` (N fake CPU devices,
-set before JAX starts), or a TPU topology name for ``jax.experimental.topologies.get_topology_desc``
+set before JAX starts its backend), or a TPU topology name for
+``jax.experimental.topologies.get_topology_desc``
 such as ``v5e:4x4`` or ``v4:2x2x2`` (needs libtpu installed; no TPU attached is needed).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from collections.abc import Sequence
 
+import jax
 from absl import app, flags
+from jax.experimental import topologies
 
-from launch import sweeping
-from vdm_jax.hardware import device_spec
+from launch import cli
+from vdm_jax import hardware
+from vdm_jax.config import Config, ConfigError, replace
+from vdm_jax.models import t5
+from vdm_jax.sharding.mesh import describe, make_mesh
+from vdm_jax.training.program import TrainProgram
 
 GIB = 1024**3
 
@@ -56,17 +65,12 @@ class Report:
         return self.step_flops / (mfu * self.peak_flops_per_device * self.num_devices)
 
 
-
 def topology_devices(topology: str, num_slices: int = 1) -> list:
-    import jax
-
     if topology in ("attached", "") or topology.startswith("cpu:"):
         devices = jax.devices()
         if topology.startswith("cpu:") and len(devices) != int(topology[4:]):
             raise ValueError(f"--topology={topology}: JAX already started with {len(devices)} devices")
         return devices
-    from jax.experimental import topologies
-
     kwargs = {"num_slices": num_slices} if num_slices > 1 else {}
     try:
         return list(topologies.get_topology_desc(topology_name=topology, platform="tpu", **kwargs).devices)
@@ -75,71 +79,15 @@ def topology_devices(topology: str, num_slices: int = 1) -> list:
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
-def abstract_batch(config, sharding) -> dict:
-    """ShapeDtypeStructs of one global batch (the batch contract of data_pipelines.pipeline)."""
-    import jax
-    import jax.numpy as jnp
-
-    from vdm_jax.config import TextEncoderKind
-
-    b, d, m = config.training.global_batch_size, config.data, config.model
-    frames = d.num_frames + d.images_per_video
-    spec = {"video": ((b, frames, d.resolution, d.resolution, m.in_channels), jnp.float32),
-            "frame_mask": ((b, frames), jnp.bool_)}
-    if m.text_encoder != TextEncoderKind.NONE:
-        spec["tokens"] = ((b, m.max_text_len), jnp.int32)
-        spec["token_mask"] = ((b, m.max_text_len), jnp.bool_)
-    if m.text_encoder == TextEncoderKind.PRECOMPUTED:
-        spec["text_embeddings"] = ((b, m.max_text_len, m.precomputed_text_dim), jnp.float32)
-    return {k: jax.ShapeDtypeStruct(s, t, sharding=sharding) for k, (s, t) in spec.items()}
-
-
-def abstract_train_state(config, mesh):
-    """(abstract state with shardings, ModelBundle, state shardings) without allocating the state:
-    ``vdm_jax.training.state.plan_train_state``; only the small non-parameter NNX state (RNG
-    counters) is built for real, on the host."""
-    import jax
-
-    from vdm_jax.training.state import model_others, plan_train_state
-
-    plan = plan_train_state(config, mesh)
-    others = model_others(config, jax.local_devices(backend="cpu")[0])  # the topology may be deviceless
-    bundle = plan.model.bundle(others, plan.tx, plan.lr_schedule)
-    return plan.abstract_state, bundle, plan.state_shardings
-
-
-def compile_step(config, devices: Sequence, topology: str = "attached") -> Report:
+def compile_step(config: Config, devices: Sequence, topology: str = "attached") -> Report:
     """Lower and compile the train step for ``devices``; memory from XLA, FLOPs from the formula."""
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    from vdm_jax.diffusion.schedules import Schedule
-    from vdm_jax.models.flops import forward_flops
-    from vdm_jax.sharding.mesh import describe, make_mesh
-    from vdm_jax.training.step import train_step
-
-    mesh = make_mesh(config.mesh, devices)
-    abs_state, bundle, state_sh = abstract_train_state(config, mesh)
-    batch_sh = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
-    schedule = Schedule.from_config(config.diffusion, config.data.resolution)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    step_fn = jax.jit(lambda s, b: train_step(s, b, config=config, bundle=bundle, schedule=schedule),
-                      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),
-                      donate_argnums=(0,))
-    with jax.set_mesh(mesh):
-        compiled = step_fn.lower(abs_state, abstract_batch(config, batch_sh)).compile()
-    mem = compiled.memory_analysis()
-    args, outs, alias, temp = (int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
-                               for k in ("argument", "output", "alias", "temp"))
-    # XLA's peak where it reports one; never less than live arguments + outputs + temporaries.
-    peak = max(int(getattr(mem, "peak_memory_in_bytes", 0) or 0), args + outs - alias + temp)
-    d = config.data
-    step_flops = 3 * forward_flops(config.model, config.training.global_batch_size,
-                                   d.num_frames + d.images_per_video, d.resolution, d.resolution)
+    program = TrainProgram.create(config, make_mesh(config.mesh, devices))
+    mem = hardware.xla_memory(program.compile_train_step())
     kind = devices[0].device_kind
-    return Report(topology=topology, num_devices=len(devices), device_kind=kind, mesh=describe(mesh),
-                  argument_bytes=args, output_bytes=outs, alias_bytes=alias, temp_bytes=temp, peak_bytes=peak,
-                  step_flops=step_flops, peak_flops_per_device=device_spec(kind)[0])
+    return Report(topology=topology, num_devices=len(devices), device_kind=kind, mesh=describe(program.mesh),
+                  argument_bytes=mem["argument"], output_bytes=mem["output"], alias_bytes=mem["alias"],
+                  temp_bytes=mem["temp"], peak_bytes=mem["peak"], step_flops=program.step_flops,
+                  peak_flops_per_device=program.peak_flops)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,30 +101,21 @@ class EncoderReport:
     forward_flops: float
 
 
-def with_text_encoder(config, name_or_dir: str):
+def with_text_encoder(config: Config, name_or_dir: str) -> Config:
     """``config`` training on ``name_or_dir``'s stored embeddings (precomputed, its d_model)."""
-    from vdm_jax.config import replace
-    from vdm_jax.models import t5
-
     cfg = t5.config_from(name_or_dir)
     return replace(config, model={"text_encoder": "precomputed", "precomputed_text_dim": cfg.d_model})
 
 
-def compile_text_encoder(config, devices: Sequence, name_or_dir: str) -> EncoderReport:
+def compile_text_encoder(config: Config, devices: Sequence, name_or_dir: str) -> EncoderReport:
     """Compile the frozen T5 forward (bfloat16, sharded by ``mesh.rules``) on the config's mesh."""
-    from vdm_jax.models import t5
-    from vdm_jax.sharding.mesh import make_mesh
-
     cfg = t5.config_from(name_or_dir)
     mesh = make_mesh(config.mesh, devices)
     b, length = config.training.global_batch_size, config.model.max_text_len
-    compiled = t5.lower_sharded(cfg, mesh, config.mesh.rules, b, length).compile()
-    mem = compiled.memory_analysis()
-    args, outs, alias, temp = (int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
-                               for k in ("argument", "output", "alias", "temp"))
-    peak = max(int(getattr(mem, "peak_memory_in_bytes", 0) or 0), args + outs - alias + temp)
-    return EncoderReport(name=name_or_dir, params=t5.param_count(cfg), argument_bytes=args, output_bytes=outs,
-                         temp_bytes=temp, peak_bytes=peak, forward_flops=t5.forward_flops(cfg, b, length))
+    mem = hardware.xla_memory(t5.lower_sharded(cfg, mesh, config.mesh.rules, b, length).compile())
+    return EncoderReport(name=name_or_dir, params=t5.param_count(cfg), argument_bytes=mem["argument"],
+                         output_bytes=mem["output"], temp_bytes=mem["temp"], peak_bytes=mem["peak"],
+                         forward_flops=t5.forward_flops(cfg, b, length))
 
 
 def format_encoder_report(r: EncoderReport, batch: int, length: int) -> str:
@@ -228,15 +167,11 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     F = flags.FLAGS
-    if F.topology.startswith("cpu:"):
-        os.environ["JAX_PLATFORMS"] = "cpu"
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_force_host_platform_device_count={int(F.topology[4:])}")
-    from vdm_jax.config import ConfigError, from_configdict
-
+    if F.topology.startswith("cpu:"):  # before JAX starts its backend (the first jax.devices())
+        jax.config.update("jax_platforms", "cpu")
+        jax.config.update("jax_num_cpu_devices", int(F.topology[4:]))
+    config = cli.typed_config(F.config)
     try:
-        cd = sweeping.apply_overrides(sweeping.load_configdict(F.config), sweeping.parse_sets(F.set))
-        config = from_configdict(cd)
         if F.text_encoder:
             config = with_text_encoder(config, F.text_encoder)
         devices = topology_devices(F.topology, F.num_slices)
@@ -250,8 +185,8 @@ def main(argv: Sequence[str]) -> None:
         sys.exit(f"DOES NOT FIT ({F.topology}): {str(e).splitlines()[0]}")
     if F.peak_tflops:
         report = dataclasses.replace(report, peak_flops_per_device=F.peak_tflops * 1e12)
-    budget = F.memory_budget_gb * 1e9 if F.memory_budget_gb else device_spec(report.device_kind)[1]
-    print(f"config: {F.config} ({config.name})")
+    budget = F.memory_budget_gb * 1e9 if F.memory_budget_gb else hardware.device_spec(report.device_kind)[1]
+    print(f"config: {cli.config_spec()} ({config.name})")
     print(format_report(report, F.mfu, budget))
     fits, message = verdict(report, budget)
     print(message, file=sys.stdout if fits else sys.stderr)
@@ -265,15 +200,13 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("config", None, "Config file spec, e.g. configs/vdm_ucf101.py[:ARG].")
+    cli.define_config_flag()
     flags.DEFINE_string("topology", "attached", "attached | cpu:N | a TPU topology name such as v5e:4x4.")
     flags.DEFINE_integer("num_slices", 1, "TPU slices (multi-slice topologies).")
     flags.DEFINE_float("memory_budget_gb", 0.0, "Per-device budget in GB (1e9 bytes); default: the "
                        "device's HBM when known. Exit 1 when the step's peak exceeds it.")
     flags.DEFINE_multi_float("mfu", [0.3, 0.5], "MFUs to turn into step times.")
     flags.DEFINE_float("peak_tflops", 0.0, "Peak dense TFLOP/s per device (default: known device table).")
-    flags.DEFINE_multi_string("set", [], "Config override config.FIELD=VALUE (repeatable).")
     flags.DEFINE_string("text_encoder", "", "Frozen T5 preset (t5-v1_1-xxl, t5-v1_1-xl, umt5-xxl) or a "
                         "Hugging Face T5 directory: train on its stored embeddings, compile it too.")
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

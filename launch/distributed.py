@@ -20,8 +20,8 @@ Where the process topology comes from, first match wins:
 
 ``VDM_DISTRIBUTED=0`` skips steps 2-4 (a single process even inside a SLURM allocation).
 
-It must run before any JAX computation (before the first ``jax.devices()``): this module imports
-JAX lazily and refuses with a one-line error when the backend is already up.
+It must run before any JAX computation (before the first ``jax.devices()``; importing JAX is
+fine): it refuses with a one-line error when the backend is already up.
 
 Every process runs the same program (multi-controller SPMD). Only process 0 writes metrics,
 samples, TensorBoard events and ``config.json`` (guard with :func:`is_primary`); every process
@@ -38,7 +38,9 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+import jax
 from absl import logging
+from jax._src import xla_bridge
 
 ENV_COORDINATOR = "VDM_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "VDM_NUM_PROCESSES"
@@ -131,9 +133,6 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     absl log file there (see :func:`setup_logging`).
     """
     p = plan(coordinator_address, num_processes, process_id, local_device_ids)
-    import jax
-    from jax._src import xla_bridge
-
     if p.method != "single":
         if jax.distributed.is_initialized():
             logging.warning("jax.distributed is already initialized; not initializing again")
@@ -186,6 +185,4 @@ def setup_logging(info: ProcessInfo, log_dir: str | None = None) -> None:
 
 def is_primary() -> bool:
     """True on process 0: the only process that writes metrics, samples and config files."""
-    import jax
-
     return jax.process_index() == 0

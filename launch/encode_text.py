@@ -25,22 +25,21 @@ import sys
 import time
 from collections.abc import Sequence
 
+import jax.numpy as jnp
+import tensorflow_datasets as tfds
 from absl import app, flags
-from ml_collections import config_flags
 
+from data_pipelines import records, sources, text_embeddings
+from data_pipelines.text_embeddings import TextEmbeddingsError
 from launch import cli
+from vdm_jax.config import ConfigError
+from vdm_jax.models import t5
 
 
 def run(dataset_dir: str, encoder_dir: str, *, max_len: int, splits: Sequence[str] | None = None,
         dtype: str = "bfloat16", compute_dtype: str = "float32", batch_size: int = 64,
         chunk_records: int = 4096, log=None) -> dict:
     """Encode ``splits`` of ``dataset_dir`` with ``encoder_dir``; returns a summary dict."""
-    import jax.numpy as jnp
-    import tensorflow_datasets as tfds
-
-    from data_pipelines import records, sources, text_embeddings
-    from vdm_jax.models import t5
-
     dataset_dir = os.path.abspath(os.path.expanduser(dataset_dir))
     if not sources.is_prepared(dataset_dir):
         raise text_embeddings.TextEmbeddingsError(
@@ -74,9 +73,8 @@ def run(dataset_dir: str, encoder_dir: str, *, max_len: int, splits: Sequence[st
 
 
 def _define_flags() -> None:
-    config_flags.DEFINE_config_file(
-        "config", None, "Optional config file: its data section selects the dataset (and the encoder).",
-        lock_config=True)
+    cli.define_config_flag(required=False, what=" (optional: its data section selects the dataset and the "
+                                                "encoder)")
     flags.DEFINE_string("dataset_dir", None, "A prepared dataset directory (has dataset_info.json).")
     flags.DEFINE_string("text_encoder", None, "Local Hugging Face T5 directory "
                                               "(default: the config's data.text_encoder_dir).")
@@ -94,18 +92,11 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from data_pipelines.text_embeddings import TextEmbeddingsError
-    from vdm_jax.config import ConfigError
-    from vdm_jax.models.t5 import T5LoadError
-
     F = flags.FLAGS
     try:
         dataset_dir, encoder_dir, max_len, splits = F.dataset_dir, F.text_encoder, F.max_len, None
         if F.config is not None:
-            from data_pipelines import sources
-            from vdm_jax.config import from_configdict
-
-            config = from_configdict(F.config)
+            config = cli.typed_config(F.config)
             dataset_dir = dataset_dir or sources.ensure_prepared(config.data, progress=True)
             encoder_dir = encoder_dir or config.data.text_encoder_dir
             max_len = max_len or config.model.max_text_len
@@ -117,7 +108,7 @@ def main(argv: list[str]) -> None:
         summary = run(dataset_dir, encoder_dir, max_len=max_len or 64, splits=F.splits or splits,
                       dtype=F.dtype, compute_dtype=F.compute_dtype, batch_size=F.batch_size,
                       chunk_records=F.chunk_records)
-    except (ConfigError, T5LoadError, TextEmbeddingsError, FileNotFoundError) as e:
+    except (ConfigError, t5.T5LoadError, TextEmbeddingsError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps(summary))
 

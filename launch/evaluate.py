@@ -17,12 +17,13 @@ from __future__ import annotations
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from launch import cli
+from vdm_jax.config import ConfigError
+from vdm_jax.evaluation import loading, runner
+from vdm_jax.training.program import TrainProgram
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/moving_digits.py[:smoke].", lock_config=True)
+_CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir (holds checkpoints/).")
 _STEP = flags.DEFINE_string("step", "latest", "Checkpoint step to evaluate: an integer or 'latest'.")
 _FOLLOW = flags.DEFINE_bool("follow", False, "Evaluate every new checkpoint as training writes it.")
@@ -31,29 +32,24 @@ _UNTIL = flags.DEFINE_integer(
 _MAX_IDLE = flags.DEFINE_float("max_idle_seconds", 0.0,
                                "--follow exits after this long without a new checkpoint (0: never).")
 _POLL = flags.DEFINE_float("poll_seconds", None, "Poll interval (default: evaluation.follow_poll_seconds).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from vdm_jax.config import ConfigError, from_configdict
-
-    try:
-        config = from_configdict(_CONFIG.value)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    config = cli.typed_config(_CONFIG.value)
     if _FOLLOW.value and _STEP.value != "latest":
         sys.exit("error: --step and --follow are exclusive (--follow evaluates every step)")
-    from vdm_jax.evaluation import loading, runner
-
+    # The model's programs: training's, for this config on the devices of this job.
+    program = TrainProgram.create(config, loading.inference_mesh(config))
     try:
         if _FOLLOW.value:
-            steps = runner.follow(config, _WORKDIR.value, until_step=_UNTIL.value,
+            steps = runner.follow(program, _WORKDIR.value, until_step=_UNTIL.value,
                                   max_idle_seconds=_MAX_IDLE.value, poll_seconds=_POLL.value)
             print(f"evaluated steps {steps}; summary in {runner.eval_dir(_WORKDIR.value)}")
         else:
-            metrics = runner.evaluate(config, _WORKDIR.value, _STEP.value)
+            metrics = runner.evaluate(program, _WORKDIR.value, _STEP.value)
             print(f"step {metrics['step']}: {runner.headline(metrics)}")
             print(f"wrote {runner.metrics_path(_WORKDIR.value, metrics['step'])}")
     except (loading.EvalInputError, ConfigError) as e:

@@ -7,6 +7,7 @@ The templates live next to this file (``slurm/train.sbatch``, ``tpu/create_and_r
 ``k8s/jobset.yaml``) with ``__NAME__`` placeholders. Values come from the flags and from the config:
 the job name is the config's ``name``, and the device count (nodes x devices per node, or the TPU
 slice's chips) is checked against the config's mesh and global batch size before anything is written.
+``--config.a.b=value`` overrides are checked too and appended to the train command.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from launch import sweeping
+from launch import cli, sweeping
+from vdm_jax.config import from_configdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATES = {
@@ -84,8 +86,6 @@ def tpu_chips(tpu_type: str) -> int:
 
 def check_topology(cd, num_devices: int) -> dict[str, int]:
     """The mesh the config gets on ``num_devices`` devices; a clear error if it does not fit."""
-    from vdm_jax.config import from_configdict
-
     config = from_configdict(cd)
     sizes = config.mesh.axis_sizes(num_devices)
     shards = sizes["data"] * sizes["fsdp"]
@@ -149,10 +149,11 @@ def values_for(kind: str, config: str, workdir: str, cluster: Cluster, extra_fla
 
 def render(kind: str, config: str, workdir: str, cluster: Cluster = Cluster(),
            extra_flags: Sequence[str] = (), name: str | None = None, check: bool = True) -> str:
-    """Text of the recipe ``kind`` for config spec ``config`` (``path[:arg]``) and ``workdir``."""
+    """Text of the recipe ``kind`` for config spec ``config`` (``path[:arg]``) and ``workdir``;
+    ``extra_flags`` (``--config.a.b=value``) are applied to the checked config and passed on."""
     cd = sweeping.load_configdict(config)
     if extra_flags:
-        cd = sweeping.apply_overrides(cd, sweeping.parse_sets([f.removeprefix("--") for f in extra_flags]))
+        cd = sweeping.apply_overrides(cd, sweeping.parse_override_flags(extra_flags))
     if check:
         check_topology(cd, num_devices(kind, cluster))
     values = values_for(kind, config, workdir, cluster, extra_flags, name or job_name(cd.name))
@@ -190,10 +191,9 @@ def cluster_from_flags() -> Cluster:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    extra = [f"--config.{k}={sweeping.format_value(v)}"
-             for k, v in sweeping.parse_sets(FLAGS.set).items()]
+    extra = sweeping.override_flags(cli.config_overrides())
     try:
-        text = render(FLAGS.kind, FLAGS.config, FLAGS.workdir, cluster_from_flags(), extra, FLAGS.name)
+        text = render(FLAGS.kind, cli.config_spec(), FLAGS.workdir, cluster_from_flags(), extra, FLAGS.name)
     except (ValueError, KeyError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     if FLAGS.out:
@@ -208,11 +208,10 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     flags.DEFINE_enum("kind", None, ["slurm", "tpu", "k8s"], "Recipe to render.")
-    flags.DEFINE_string("config", None, "Config file spec, e.g. configs/vdm_ucf101.py[:ARG].")
+    cli.define_config_flag()
     flags.DEFINE_string("workdir", None, "Run directory on storage every node sees.")
     flags.DEFINE_string("name", None, "Job name (default: the config's name).")
-    flags.DEFINE_multi_string("set", [], "Extra config override config.FIELD=VALUE (repeatable).")
     flags.DEFINE_string("out", "", "Write here instead of stdout.")
     define_cluster_flags()
-    flags.mark_flags_as_required(["kind", "config", "workdir"])
-    app.run(main)
+    flags.mark_flags_as_required(["kind", "workdir"])
+    app.run(main, flags_parser=cli.parse_flags)

@@ -18,6 +18,8 @@ import sys
 from absl import app, flags
 
 from launch import cli
+from vdm_jax.evaluation import sample_cli
+from vdm_jax.evaluation.loading import EvalInputError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.")
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "A text prompt (repeat the flag for several).")
@@ -46,17 +48,14 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from vdm_jax.evaluation import sampling
-    from vdm_jax.evaluation.loading import EvalInputError
-
     try:
-        prompts = sampling.load_prompts(_PROMPT.value, _PROMPTS_FILE.value)
-        request = sampling.SampleRequest(
+        prompts = sample_cli.load_prompts(_PROMPT.value, _PROMPTS_FILE.value)
+        request = sample_cli.SampleRequest(
             workdir=_WORKDIR.value, prompts=tuple(prompts), out=_OUT.value, step=_STEP.value,
             sampler=_SAMPLER.value, steps=_STEPS.value, guidance=_GUIDANCE.value, seed=_SEED.value,
             num_frames=_NUM_FRAMES.value, cond_video=_COND_VIDEO.value, context_frames=_CONTEXT.value,
             fps=_FPS.value, negative_prompt=_NEGATIVE.value, text_encoder_dir=_TEXT_ENCODER.value)
-        result = sampling.run_sample(request)
+        result = sample_cli.run_sample(request)
     except EvalInputError as e:
         sys.exit(f"error: {e}")
     print(f"wrote {result['path']}: {len(prompts)} video(s) of {result['videos'].shape[1]} frames from step "

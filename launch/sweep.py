@@ -8,7 +8,7 @@
 Run ``i`` trains in ``WORKDIR_ROOT/<run_name>`` (deterministic, filesystem-safe names such as
 ``001-learning_rate=0.0003-base_channels=48``) with ``python -m launch.train --config=CONFIG
 --workdir=... --config.KEY=VALUE ...``. Runs resume when started again (launch.train resumes from its
-workdir). ``--set config.KEY=VALUE`` adds an override to every run. Every run's config is validated
+workdir). ``--config.KEY=VALUE`` adds an override to every run. Every run's config is validated
 before anything starts.
 """
 
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from launch import render_recipe, sweeping
+from launch import cli, render_recipe, sweeping
 
 FLAGS = flags.FLAGS
 
@@ -164,11 +164,11 @@ def _cell(v: object) -> str:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config, root = FLAGS.config, FLAGS.workdir_root
+    config, root = cli.config_spec(), FLAGS.workdir_root
     if not root.strip():
         sys.exit("error: --workdir_root must name a directory")
     try:
-        runs = sweeping.make_runs(config, sweeping.parse_sets(FLAGS.set))
+        runs = sweeping.make_runs(config, cli.config_overrides())
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     if FLAGS.collect:
@@ -199,17 +199,16 @@ def main(argv: Sequence[str]) -> None:
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("config", None, "Config file with get_hyper(h), e.g. configs/moving_digits.py[:ARG].")
+    cli.define_config_flag(what=" (with get_hyper(h))")
     flags.DEFINE_string("workdir_root", None, "Each run trains in WORKDIR_ROOT/<run_name>.")
     flags.DEFINE_bool("dry_run", False, "Print each run's name, overrides and command; run nothing.")
     flags.DEFINE_integer("parallel", 1, "Local runs at once (with --emit=slurm: max array tasks at once).")
     flags.DEFINE_enum("emit", None, ["slurm", "k8s"], "Write a SLURM job array / one JobSet per run instead.")
     flags.DEFINE_bool("collect", False, "Tabulate each run's last metrics.jsonl record (CSV + markdown).")
-    flags.DEFINE_multi_string("set", [], "Override config.FIELD=VALUE in every run (repeatable).")
     render_recipe.define_cluster_flags()
-    flags.mark_flags_as_required(["config", "workdir_root"])
+    flags.mark_flags_as_required(["workdir_root"])
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

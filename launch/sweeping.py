@@ -1,5 +1,8 @@
 """Sweep expansion (big_vision style) and config-file loading, shared by the sweep and recipe CLIs.
 
+Runs and the CLIs' overrides are ``{dotted.key: value}`` dicts, written on a train command line as
+``--config.dotted.key=value`` (:func:`override_flags`, read back by :func:`parse_override_flags`).
+
 A config file may define ``get_hyper(h)`` returning a list of runs built with :class:`Hyper`::
 
     def get_hyper(h):
@@ -17,6 +20,7 @@ receives the config argument (the part after ``:``).
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import hashlib
@@ -25,9 +29,10 @@ import inspect
 import itertools
 import os
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from vdm_jax.config import ConfigError, from_configdict
 
 Run = dict[str, Any]
 
@@ -91,9 +96,6 @@ def split_config_arg(spec: str) -> tuple[str, str | None]:
 def load_config_module(path: str):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--config: no such config file {path!r}")
-    root = os.path.abspath(os.getcwd())
-    if root not in sys.path:
-        sys.path.insert(0, root)
     name = "_vdm_cfg_" + re.sub(r"\W", "_", os.path.abspath(path))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -145,22 +147,21 @@ def apply_overrides(cd, overrides: Run):
 
 
 def parse_value(text: str) -> Any:
-    """``--set`` values: Python literals when they parse, else the raw string."""
-    import ast
-
+    """An override's value: a Python literal when it parses, else the raw string."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
 
 
-def parse_sets(items: Sequence[str]) -> Run:
+def parse_override_flags(items: Sequence[str]) -> Run:
+    """``["--config.a.b=1", ...]`` -> ``{"a.b": 1, ...}``."""
     out: Run = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected config.FIELD=VALUE")
-        out[Hyper._key(key.strip())] = parse_value(value)
+        if not sep or not key.startswith("--config."):
+            raise ValueError(f"override {item!r}: expected --config.FIELD=VALUE")
+        out[Hyper._key(key.removeprefix("--"))] = parse_value(value)
     return out
 
 
@@ -203,11 +204,12 @@ class SweepRun:
     index: int
     name: str
     overrides: Run  # this run's sweep values (shown, and used in the run name)
-    flags: tuple[str, ...]  # --config.* flags: sweep values plus the sweep-wide --set values
+    flags: tuple[str, ...]  # --config.* flags: sweep values plus the sweep-wide overrides
 
 
 def make_runs(spec: str, sets: Run | None = None, validate: bool = True) -> list[SweepRun]:
-    """Expand the sweep of config ``spec``; with ``validate``, refuse any run whose config is invalid."""
+    """Expand the sweep of config ``spec``; ``sets`` (``{dotted.key: value}``) apply to every run; with
+    ``validate``, refuse any run whose config is invalid."""
     runs = expand(spec)
     sets = sets or {}
     base = load_configdict(spec) if validate else None
@@ -217,10 +219,8 @@ def make_runs(spec: str, sets: Run | None = None, validate: bool = True) -> list
     for i, overrides in enumerate(runs):
         clash = sorted(set(overrides) & set(sets))
         if clash:
-            raise ValueError(f"--set config.{clash[0]} clashes with the sweep over that key")
+            raise ValueError(f"--config.{clash[0]} clashes with the sweep over that key")
         if validate:
-            from vdm_jax.config import ConfigError, from_configdict
-
             try:
                 from_configdict(apply_overrides(base, {**overrides, **sets}))
             except ConfigError as e:

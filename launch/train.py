@@ -5,26 +5,28 @@
 Resumes from WORKDIR if it holds a checkpoint. Multi-host: pass --coordinator_address,
 --num_processes and --process_id, or let `launch.distributed` auto-detect SLURM / TPU pods /
 Kubernetes from the environment. This entry point is thin: flags, distributed init, logging,
-then `vdm_jax.training.train_and_evaluate(config, workdir)`.
+then `vdm_jax.training.loop.train_and_evaluate(config, workdir)`.
 """
 
 from __future__ import annotations
 
 import sys
 
+import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from launch import cli, xla_flags
+from launch import cli, distributed
+from vdm_jax import xla_flags
+from vdm_jax.config import ConfigError
+from vdm_jax.training.loop import train_and_evaluate
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/moving_digits.py[:smoke].", lock_config=True)
+_CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 (multi-process runs); default: auto-detect.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of JAX processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv: list[str]) -> None:
@@ -32,30 +34,14 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     xla_flags.set_default_gpu_flags()  # before JAX creates its backends
     # Validate the config before anything touches an accelerator or the workdir.
-    from vdm_jax.config import ConfigError, from_configdict
-
-    try:
-        config = from_configdict(_CONFIG.value)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
-
-    from launch import distributed
-
-    info = distributed.initialize(
-        coordinator_address=_COORDINATOR.value,
-        num_processes=_NUM_PROCESSES.value,
-        process_id=_PROCESS_ID.value,
-    )
-    import jax
-
+    config = cli.typed_config(_CONFIG.value)
+    distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                           process_id=_PROCESS_ID.value)
     logging.info("process %d/%d, %d local / %d global devices (%s)", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices()[0].platform)
-    del info
-    from vdm_jax import training
-
     try:
-        training.train_and_evaluate(config, _WORKDIR.value)
+        train_and_evaluate(config, _WORKDIR.value)
     except ConfigError as e:
         sys.exit(f"error: {e}")
 

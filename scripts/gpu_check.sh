@@ -52,7 +52,7 @@ export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jax_cache}  #
 
 # --- preflight: versions, GPU, and the default XLA GPU flags (fall back to none if XLA rejects one)
 nvidia-smi -L 2>/dev/null | head -2
-FLAGS=$($PY -c "import os; from launch import xla_flags as x; \
+FLAGS=$($PY -c "import os; from vdm_jax import xla_flags as x; \
 print(x.merge_flags(os.environ.get('XLA_FLAGS', ''), x.DEFAULT_GPU_FLAGS)[0])")
 PRE='import jax, flax, optax, ml_collections, json; jax.numpy.zeros(8).sum().block_until_ready(); \
 print(json.dumps({"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__, \
@@ -107,7 +107,7 @@ rm -rf "$TRACE"
 step ucf101_b8 60 270 $TT --config=$UCF --batch=$B1 $FAST --profile_dir=$TRACE --profile_steps=2
 step parity_b8 40 150 $TT --config=$PAR --batch=$B1 $FAST
 step model_check 60 180 $PY -m benchmarks.model_check $MC
-step sampling 40 150 $PY -m benchmarks.sampling --config=$T2V $SMP
+step sampler_speed 40 150 $PY -m benchmarks.sampler_speed --config=$T2V $SMP
 step ucf101_b16 60 170 $TT --config=$UCF --batch=$B2 $FAST
 step ucf101_b8_remat_none 60 170 $TT --config=$UCF --batch=$B1 $FAST --config.model.remat=none
 step ucf101_maxbatch 150 400 $TT --config=$UCF --batch=$(( 2 * B2 )) --steps=0 --find_max_batch $MAXB

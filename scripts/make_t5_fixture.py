@@ -26,6 +26,9 @@ import os
 import shutil
 
 import numpy as np
+import sentencepiece as spm
+import torch
+import transformers
 
 COLORS = ("red", "green", "blue", "yellow", "magenta", "cyan", "white", "orange")
 KINDS = tuple(str(d) for d in range(10)) + ("square", "circle", "triangle")
@@ -47,8 +50,6 @@ def captions() -> list[str]:
 
 
 def train_spiece(path: str, vocab_size: int) -> None:
-    import sentencepiece as spm
-
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(captions()), model_writer=buf, vocab_size=vocab_size, model_type="unigram",
@@ -60,8 +61,6 @@ def train_spiece(path: str, vocab_size: int) -> None:
 
 def tokenize(spiece_path: str, prompts, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """T5 tokenization: sentencepiece pieces + EOS (id 1), truncated to max_len, padded with 0."""
-    import sentencepiece as spm
-
     sp = spm.SentencePieceProcessor(model_file=spiece_path)
     ids = np.zeros((len(prompts), max_len), np.int64)
     mask = np.zeros((len(prompts), max_len), np.int64)
@@ -74,9 +73,6 @@ def tokenize(spiece_path: str, prompts, max_len: int) -> tuple[np.ndarray, np.nd
 
 def build(out: str, kind: str, *, d_model: int, d_kv: int, heads: int, d_ff: int, layers: int,
           vocab: int, seed: int) -> None:
-    import torch
-    import transformers
-
     os.makedirs(out, exist_ok=True)
     spiece = os.path.join(out, "spiece.model")
     train_spiece(spiece, vocab_size=min(vocab, 100))

@@ -60,7 +60,7 @@ def test_cli_refuses_bad_batch_with_one_line():
 
 def test_benchmarks_do_not_import_the_data_pipeline():
     """The GPU image has no grain/tfds: the synthetic benchmarks must not need them."""
-    code = ("import sys, benchmarks.train_throughput, benchmarks.model_check, benchmarks.sampling; "
+    code = ("import sys, benchmarks.train_throughput, benchmarks.model_check, benchmarks.sampler_speed; "
             f"print([m for m in sys.modules if m.split('.')[0] in {HEAVY!r}])")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

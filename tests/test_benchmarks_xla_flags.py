@@ -1,4 +1,4 @@
-"""launch/xla_flags.py: default GPU flags, merged without overriding the user's, ignored on CPU."""
+"""vdm_jax/xla_flags.py: default GPU flags, merged without overriding the user's, ignored on CPU."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from launch import xla_flags
+from vdm_jax import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

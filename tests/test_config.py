@@ -10,9 +10,24 @@ from configs import common, moving_digits, vdm_t2v_small, vdm_ucf101
 from vdm_jax import config as C
 
 
-def test_base_config_mirrors_dataclass_defaults():
-    assert C.from_configdict(common.base_config()) == C.Config()
-    assert tuple(tuple(r) for r in common.default_rules()) == C.DEFAULT_RULES
+def test_base_config_is_the_dataclass_defaults():
+    base = common.base_config()
+    assert C.from_configdict(base) == C.Config()
+    assert base.mesh.rules == C.DEFAULT_RULES and isinstance(base.model.channel_mults, tuple)
+
+
+def test_sections_convert_and_validate_at_construction():
+    m = C.ModelConfig(attention_backend="xla", channel_mults=[1, 2])
+    assert m.attention_backend is C.AttentionBackend.XLA and m.channel_mults == (1, 2)
+    with pytest.raises(C.ConfigError, match="sampling.name.*unknown value 'euler'"):
+        C.SamplerConfig(name="euler")
+    with pytest.raises(C.ConfigError, match="model.dropout"):
+        C.ModelConfig(dropout=1.5)
+    assert C.DataConfig(num_frames=8, images_per_video=2).clip_frames == 10
+    # the model section is validated with the derived model.resolution (= data.resolution)
+    cfg = C.from_configdict({"data": {"resolution": 24}, "model": {"channel_mults": (1,), "layout_grid": 3,
+                                                                   "attention_resolutions": (24,)}})
+    assert cfg.model.resolution == 24 and cfg.model.layout_grid == 3
 
 
 @pytest.mark.parametrize("module,arg", [(moving_digits, None), (moving_digits, "smoke"),

@@ -101,12 +101,17 @@ def test_restored_iterator_continues_exactly(cfg, tmp_path):
 
 
 def test_global_batch_is_sharded_over_devices(cfg, devices8):
+    """The training loop's placement (``TrainProgram.place_batch``) of a pipeline batch."""
     import jax
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    mesh = Mesh(np.array(devices8), ("data",))
+    from vdm_jax.config import Config
+    from vdm_jax.sharding.mesh import make_mesh
+    from vdm_jax.training.program import TrainProgram
+
+    config = Config(data=cfg)
+    program = TrainProgram.create(config, make_mesh(config.mesh, devices8))
     batch = next(pipeline.make_train_iterator(cfg, global_batch_size=8))
-    arrays = pipeline.to_global_batch(batch, NamedSharding(mesh, PartitionSpec("data")))
+    arrays = program.place_batch(batch)
     assert arrays["video"].shape == batch["video"].shape
     assert len(arrays["tokens"].addressable_shards) == 8
     assert arrays["video"].addressable_shards[0].data.shape == (1, 4, 16, 16, 3)

@@ -170,7 +170,7 @@ def test_dynamic_threshold_bounds_and_preserves_in_range_values():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(name="euler"), "unknown sampler"),
+    (dict(name="euler"), "sampling.name.*unknown value .euler."),
     (dict(steps=0), "steps"),
     (dict(guidance_weight=80.0), "guidance_weight"),
     (dict(guidance_weight=-2.0), "guidance_weight"),

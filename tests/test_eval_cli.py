@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+import training_support as ts
 from PIL import Image
 
 from tests import test_eval_cli_common as common
@@ -64,7 +65,7 @@ def test_follow_evaluates_each_new_checkpoint_once(followed):
 def test_restarted_follower_does_not_reevaluate(followed):
     workdir, data_dir, _ = followed
     config = _config(data_dir)
-    assert runner.follow(config, str(workdir), max_idle_seconds=0.1, poll_seconds=0.05) == []
+    assert runner.follow(ts.eval_program(config), str(workdir), max_idle_seconds=0.1, poll_seconds=0.05) == []
     lines = (workdir / "eval" / "log.jsonl").read_text().splitlines()
     assert len(lines) == len(common.CHECKPOINT_STEPS)
 
@@ -176,7 +177,7 @@ def test_fvd_with_protocol_and_cached_reference(followed, tmp_path):
     copy = tmp_path / "work"
     shutil.copytree(workdir / "checkpoints", copy / "checkpoints")
     cfg = replace(_config(data_dir), evaluation={"fvd": True, "lpips": False, "num_prediction_clips": 1})
-    evaluator = runner.Evaluator(cfg, str(copy))
+    evaluator = runner.Evaluator(ts.eval_program(cfg), str(copy))
     m3 = evaluator.evaluate_step(3)
     protocol = m3["fvd_protocol"]
     assert protocol["num_clips"] == 8 and protocol["num_reference_clips"] == 8

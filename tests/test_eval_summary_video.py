@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vdm_jax.evaluation import summary, video_io
+from data_pipelines import video_io
+from vdm_jax.evaluation import summary
 
 
 def _write_step(workdir, step, metrics):

@@ -11,9 +11,8 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs.common import default_rules
 from tests.test_model_unet import TINY, inputs
-from vdm_jax.config import MeshConfig
+from vdm_jax.config import DEFAULT_RULES, MeshConfig
 from vdm_jax.models import VideoUNet
 from vdm_jax.models.frames import TemporalConv
 from vdm_jax.sharding.logical import state_shardings
@@ -140,7 +139,7 @@ def test_all_options_keep_image_frames_independent():
                                   {"data": 2, "fsdp": 2, "tensor": 2, "context": 1}])
 def test_motion_options_exact_under_mesh(devices8, axes):
     """Forward and gradients of a model with every option: sharded == single device."""
-    rules = default_rules()
+    rules = DEFAULT_RULES
     cfg = dataclasses.replace(TINY, **ALL, channel_mults=(1,), attention_resolutions=(8,))
     model = _randomize(VideoUNet(cfg, rngs=nnx.Rngs(0), sharding_rules=rules),
                        {"conv_out", *OPTION_PARAMS})

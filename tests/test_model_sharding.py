@@ -8,13 +8,12 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs.common import default_rules
-from vdm_jax.config import MeshConfig, ModelConfig
+from vdm_jax.config import DEFAULT_RULES, MeshConfig, ModelConfig
 from vdm_jax.models import VideoUNet
 from vdm_jax.sharding.logical import logical_to_spec, state_shardings, variable_logical_names
 from vdm_jax.sharding.mesh import make_mesh
 
-RULES = default_rules()
+RULES = DEFAULT_RULES
 CFG = ModelConfig(base_channels=16, channel_mults=(1,), attention_resolutions=(8,), resolution=8, head_dim=4,
                   cond_dim=16, text_dim=16, text_heads=2, text_layers=1, max_text_len=6,
                   temporal_rel_pos_buckets=8, attention_backend="xla")

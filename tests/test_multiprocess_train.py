@@ -110,7 +110,7 @@ def _train_args(workdir, data_dir, steps: int) -> list[str]:
 
 @pytest.mark.slow  # ~10 min on 2 busy CPU cores: three launches, each compiling the step
 @pytest.mark.skipif(not _training_ready(), reason="vdm_jax.training.loop is not importable yet "
-                    "(launch.train needs vdm_jax.training.train_and_evaluate)")
+                    "(launch.train needs vdm_jax.training.loop.train_and_evaluate)")
 def test_two_process_train_save_resume_matches_single_process(tmp_path):
     data_dir = tmp_path / "data"
     single = tmp_path / "single"

@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 
 from data_pipelines import moving_digits_spec as spec
+from data_pipelines.video_io import save_video
 from tests import test_eval_cli_common as common
-from vdm_jax.evaluation import sampling
+from vdm_jax.evaluation import sample_cli as sampling
 from vdm_jax.evaluation.loading import EvalInputError
-from vdm_jax.evaluation.video_io import save_video
 
 PROMPTS = ["a big red 7 moves left fast", "a small blue square moves up slowly"]
 

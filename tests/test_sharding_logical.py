@@ -6,10 +6,10 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs.common import default_rules
+from vdm_jax.config import DEFAULT_RULES
 from vdm_jax.sharding.logical import constrain, logical_to_spec, state_shardings, state_specs
 
-RULES = default_rules()
+RULES = DEFAULT_RULES
 
 
 def test_first_match_wins_and_missing_names_replicate():

@@ -122,8 +122,8 @@ def _training_ready() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _training_ready(), reason="vdm_jax.training.loop is not importable yet")
 def test_local_sweep_of_two_smoke_runs_trains_and_collects(tmp_path):
-    env_flags = ["--set=config.training.eval_every=1000", "--set=config.training.eval_batches=0",
-                 "--set=config.training.sample_every=0"]
+    env_flags = ["--config.training.eval_every=1000", "--config.training.eval_batches=0",
+                 "--config.training.sample_every=0"]
     _cli(f"--config={TEST_CONFIG}:two", f"--workdir_root={tmp_path}", "--parallel=1", *env_flags,
          timeout=1200)
     out = _cli(f"--config={TEST_CONFIG}:two", f"--workdir_root={tmp_path}", "--collect", *env_flags).stdout

@@ -15,8 +15,6 @@ sessions).
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,7 +69,7 @@ def run(tmp_path_factory, data_dir):
 
     def get(name: str):
         def build(workdir):
-            from vdm_jax.training import train_and_evaluate
+            from vdm_jax.training.loop import train_and_evaluate
 
             train_and_evaluate(_config(data_dir, name), str(workdir), devices=_devices(name))
 
@@ -146,19 +144,20 @@ def test_mesh_trains_like_one_device(run, name):
 
 
 def test_checkpoint_restores_onto_another_mesh(run, data_dir):
+    from vdm_jax import checkpointing as ckpt
     from vdm_jax.sharding.mesh import make_mesh
-    from vdm_jax.training import checkpointing as ckpt
-    from vdm_jax.training.state import abstract_state, create_train_state
+    from vdm_jax.training.program import TrainProgram
 
     saved = run("fsdp")
     expected = ts.restore_numpy(saved, STEPS)
     saved_specs = {k: m.sharding.partition_spec for k, m in _state_metadata(saved, STEPS).items()}
     for name in ("tensor", "single"):
         cfg = _config(data_dir, name)
-        fresh, _, shardings = create_train_state(cfg, make_mesh(cfg.mesh, _devices(name)))
+        program = TrainProgram.create(cfg, make_mesh(cfg.mesh, _devices(name)))
+        shardings = program.state_shardings
         manager = ckpt.make_manager(ckpt.checkpoint_dir(saved), cfg.training, read_only=True)
         try:
-            restored, _ = ckpt.restore(manager, STEPS, abstract_state(shardings, fresh))
+            restored, _ = ckpt.restore(manager, STEPS, program.abstract_state)
         finally:
             manager.close()
         leaves = jax.tree_util.tree_leaves_with_path(restored)
@@ -175,24 +174,21 @@ def test_checkpoint_restores_onto_another_mesh(run, data_dir):
 
 def test_gradient_accumulation_matches_one_batch(data_dir):
     """The real loss (noise levels, noise and CFG text drops drawn for the whole batch)."""
-    from vdm_jax.diffusion.schedules import Schedule
     from vdm_jax.sharding.mesh import make_mesh
-    from vdm_jax.training import step as step_lib
     from vdm_jax.training.data import TrainData
-    from vdm_jax.training.state import create_train_state
+    from vdm_jax.training.program import TrainProgram
 
     tiny = {"model.channel_mults": (1,), "model.attention_resolutions": ()}  # compiles faster
     configs = [_config(data_dir, **tiny, **{"training.text_drop_prob": 0.25, "training.microbatches": m})
                for m in (1, 2)]
-    state, bundle, _ = create_train_state(configs[0], make_mesh(configs[0].mesh, jax.devices()[:1]))
+    programs = [TrainProgram.create(cfg, make_mesh(cfg.mesh, jax.devices()[:1])) for cfg in configs]
+    state = programs[0].init_state()
     it = TrainData.create(configs[0]).train_iterator()
-    batches = [{k: jnp.asarray(v) for k, v in next(it).items()} for _ in range(2)]
-    schedule = Schedule.from_config(configs[0].diffusion, configs[0].data.resolution)
+    batches = [next(it) for _ in range(2)]
     results = []
-    for cfg in configs:
-        step = jax.jit(functools.partial(step_lib.train_step, config=cfg, bundle=bundle, schedule=schedule))
-        s, m1 = step(state, batches[0])
-        s, m2 = step(s, batches[1])
+    for program in programs:  # the same start state for both (the step donates its input: a copy each)
+        s, m1 = program.train_step(jax.tree.map(jnp.copy, state), program.place_batch(batches[0]))
+        s, m2 = program.train_step(s, program.place_batch(batches[1]))
         results.append((jax.device_get(s), [jax.device_get(m1), jax.device_get(m2)]))
     (s1, metrics1), (s2, metrics2) = results
     for a, b in zip(metrics1, metrics2):
@@ -205,18 +201,18 @@ def test_gradient_accumulation_matches_one_batch(data_dir):
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
-    from vdm_jax.training import data as data_lib
     from vdm_jax.training import loop
+    from vdm_jax.training.program import TrainProgram
 
-    to_global, calls = data_lib.TrainData.to_global, []
+    place, calls = TrainProgram.place_batch, []
 
-    def poisoned(batch, sharding):  # the 2nd training batch is NaN
+    def poisoned(self, batch):  # the 2nd training batch is NaN (no eval batches in this run)
         calls.append(1)
         if len(calls) == 2:
             batch = {**batch, "video": np.full_like(batch["video"], np.nan)}
-        return to_global(batch, sharding)
+        return place(self, batch)
 
-    monkeypatch.setattr(data_lib.TrainData, "to_global", staticmethod(poisoned))
+    monkeypatch.setattr(TrainProgram, "place_batch", poisoned)
     # Checkpoint every step but read metrics rarely: the guard must still stop before saving step 2.
     cfg = _config(data_dir, **{"training.checkpoint_every": 1, "training.log_every": 100})
     message = r"loss became nan.* between step 1 and step 2.*checkpoint \(step 1\)"
@@ -230,8 +226,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir
 
 
 def test_keep_policy_holds_latest_and_lowest_eval_loss(tmp_path):
+    from vdm_jax import checkpointing as ckpt
     from vdm_jax.config import TrainingConfig
-    from vdm_jax.training import checkpointing as ckpt
 
     cfg = TrainingConfig(keep_checkpoints=1, keep_best=1, checkpoint_every=1, async_checkpointing=False)
     manager = ckpt.make_manager(str(tmp_path), cfg)

@@ -55,7 +55,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
     """(workdir, final state as numpy) of an uninterrupted STEPS-step run on one device."""
-    from vdm_jax.training import train_and_evaluate
+    from vdm_jax.training.loop import train_and_evaluate
 
     workdir = tmp_path_factory.mktemp("t5_run") / "run"
     train_and_evaluate(ts.smoke_config(data_dir, OVERRIDES), str(workdir), devices=jax.devices()[:1])
@@ -74,7 +74,7 @@ def test_trains_on_stored_embeddings_with_samples_and_encoder_identity(trained):
 
 
 def test_resume_over_stored_embeddings_is_exact(trained, tmp_path, data_dir):
-    from vdm_jax.training import train_and_evaluate
+    from vdm_jax.training.loop import train_and_evaluate
 
     workdir, final = trained
     copy = tmp_path / "resumed"
@@ -89,7 +89,8 @@ def test_resume_over_stored_embeddings_is_exact(trained, tmp_path, data_dir):
 
 
 def test_sample_with_negative_prompt_and_evaluate(trained, tmp_path, data_dir):
-    from vdm_jax.evaluation import runner, sampling
+    from vdm_jax.evaluation import runner
+    from vdm_jax.evaluation import sample_cli as sampling
 
     workdir, _ = trained
 
@@ -105,15 +106,15 @@ def test_sample_with_negative_prompt_and_evaluate(trained, tmp_path, data_dir):
 
     config = ts.smoke_config(data_dir, {**OVERRIDES, "evaluation.fvd": False, "evaluation.lpips": False,
                                         "evaluation.num_prediction_clips": 1})
-    metrics = runner.evaluate(config, str(workdir), "latest")
+    metrics = runner.evaluate(ts.eval_program(config), str(workdir), "latest")
     assert metrics["step"] == STEPS and np.isfinite(metrics["eval_loss"])
     assert "align_color_acc" in metrics
 
 
 def test_another_encoder_is_refused(trained, tmp_path, data_dir):
-    from vdm_jax.evaluation import sampling
+    from vdm_jax.evaluation import sample_cli as sampling
     from vdm_jax.evaluation.loading import EvalInputError
-    from vdm_jax.training import train_and_evaluate
+    from vdm_jax.training.loop import train_and_evaluate
 
     config = ts.smoke_config(data_dir, {**OVERRIDES, "data.text_encoder_dir": TINY_UMT5,
                                         "model.precomputed_text_dim": 16})

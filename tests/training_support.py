@@ -4,12 +4,10 @@ workers (one prepared dataset, one compilation cache, runs done once), metrics a
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +38,11 @@ def compilation_cache_dir(tmp_path_factory, name: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def run_once(directory: Path, build: Callable[[Path], None]) -> Path:
     """``build(directory)`` once per session, whichever xdist worker asks first; the others wait."""
-    with file_lock(directory.parent / f".{directory.name}.lock"):
+    from data_pipelines.sources import file_lock
+
+    with file_lock(str(directory.parent / f".{directory.name}.lock")):
         done = directory.parent / f".{directory.name}.done"
         if not done.exists():
             shutil.rmtree(directory, ignore_errors=True)  # a failed earlier attempt
@@ -82,6 +72,14 @@ def smoke_config(data_dir: Path | str, overrides: dict[str, Any] | None = None):
     from vdm_jax.config import from_configdict
 
     return from_configdict(smoke_configdict(data_dir, overrides))
+
+
+def eval_program(config):
+    """The train program the evaluation job runs for ``config`` (as ``launch.evaluate`` builds it)."""
+    from vdm_jax.evaluation.loading import inference_mesh
+    from vdm_jax.training.program import TrainProgram
+
+    return TrainProgram.create(config, inference_mesh(config))
 
 
 def as_flags(overrides: dict[str, Any]) -> list[str]:

@@ -1,20 +1,24 @@
-"""Typed, validated configuration: the library boundary.
+"""Typed, validated configuration: the library boundary and the one source of defaults.
 
-Config files (``configs/*.py``) return plain ``ml_collections.ConfigDict`` objects.  They are
-converted exactly once, by :func:`from_configdict`, into the frozen dataclasses below.  The
-library never reads raw dict keys.  Every invalid value raises :class:`ConfigError`, whose
-one-line message names the dotted field and the allowed values, before any compute happens.
+The frozen dataclasses below hold every field with its default; ``configs/common.py:base_config``
+is derived from them. Config files (``configs/*.py``) return plain ``ml_collections.ConfigDict``
+objects, converted once by :func:`from_configdict`. Each section converts its values (strings to
+enums, lists to tuples, type checks) and validates itself when it is constructed, so a section
+object is always valid and typed: the library never re-coerces or re-validates it. Every invalid
+value raises :class:`ConfigError`, whose one-line message names the dotted field and the allowed
+values, before any compute happens.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 # --------------------------------------------------------------------------------------------
 # Errors and enums
@@ -98,13 +102,114 @@ class LRSchedule(str, enum.Enum):
 
 
 # --------------------------------------------------------------------------------------------
+# Conversion: every section converts and validates its values when it is constructed
+# --------------------------------------------------------------------------------------------
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(value, tp):
+            return value
+        allowed = [e.value for e in tp]
+        try:
+            return tp(value)
+        except ValueError:
+            _fail(path, f"unknown value {value!r}; allowed: {allowed}")
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            _fail(path, f"expected a tuple, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(_to_plain(v) for v in value)
+    if origin in (typing.Union, types.UnionType) or tp is Any:
+        return _to_plain(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(path, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            _fail(path, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(path, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(path, f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_to_plain(v) for v in value)
+    return value
+
+
+def _mapping(values: Any, path: str) -> Mapping:
+    if isinstance(values, Mapping):
+        return values
+    if hasattr(values, "to_dict"):  # a ConfigDict
+        return values.to_dict()
+    _fail(path or "<root>", f"expected a section (mapping), got {values!r}")
+
+
+def _build(cls: type, values: Any, path: str) -> Any:
+    """A section (or the whole config) from a mapping; unknown fields are refused."""
+    if isinstance(values, cls):
+        return values
+    values = _mapping(values, path)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        _fail(where, f"unknown field; allowed fields of '{path or 'config'}': {sorted(names)}")
+    return cls(**{name: values[name] for name in names & set(values)})
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+class _Section:
+    """Base of the section dataclasses: converts every field to its annotated type (enums from
+    their values, tuples from any sequence, checked scalars) and validates, at construction."""
+
+    SECTION: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            path = f"{self.SECTION}.{field.name}" if self.SECTION else field.name
+            converted = _convert(hints[field.name], value, path)
+            if converted is not value:
+                object.__setattr__(self, field.name, converted)
+        self.validate(self.SECTION)
+
+    def validate(self, f: str) -> None:
+        """Raise :class:`ConfigError` for an invalid value (``f``: the section's dotted name)."""
+
+
+# --------------------------------------------------------------------------------------------
 # Section dataclasses
 # --------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """Video U-Net hyper-parameters (VDM 3D U-Net, factorized space-time attention)."""
+
+    SECTION: ClassVar[str] = "model"
 
     in_channels: int = 3
     base_channels: int = 32
@@ -176,8 +281,10 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionConfig:
+class DiffusionConfig(_Section):
     """Continuous-time Gaussian diffusion in log-SNR (VDM / Kingma et al.)."""
+
+    SECTION: ClassVar[str] = "diffusion"
 
     schedule: ScheduleKind = ScheduleKind.COSINE
     logsnr_min: float = -20.0
@@ -201,8 +308,10 @@ class DiffusionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplerConfig:
+class SamplerConfig(_Section):
     """How samples are drawn (periodic training samples, evaluation, the sample CLI)."""
+
+    SECTION: ClassVar[str] = "sampling"
 
     name: SamplerKind = SamplerKind.DDIM
     steps: int = 64
@@ -237,8 +346,10 @@ class SamplerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
     """Where clips come from and how they are streamed (grain over ArrayRecord)."""
+
+    SECTION: ClassVar[str] = "data"
 
     dataset: str = "moving_digits"  # moving_digits | video_folder | a tfds catalog name
     data_dir: str = ""  # '' -> $VDM_DATA_DIR or ~/.cache/vdm_jax/datasets
@@ -290,10 +401,17 @@ class DataConfig:
         if self.clip_stride < 0 or self.num_images < 0:
             _fail(f"{f}.clip_stride", "clip_stride and num_images must be >= 0")
 
+    @property
+    def clip_frames(self) -> int:
+        """Frames per training example: the clip's frames plus the appended image frames."""
+        return self.num_frames + self.images_per_video
+
 
 @dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
+class OptimizerConfig(_Section):
     """optax AdamW with warm-up and a constant or cosine schedule."""
+
+    SECTION: ClassVar[str] = "optimizer"
 
     learning_rate: float = 3e-4
     lr_schedule: LRSchedule = LRSchedule.CONSTANT
@@ -320,7 +438,9 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(_Section):
+    SECTION: ClassVar[str] = "training"
+
     num_train_steps: int = 1000
     global_batch_size: int = 16
     microbatches: int = 1  # gradient accumulation
@@ -361,11 +481,11 @@ class TrainingConfig:
 
 MESH_AXES = ("data", "fsdp", "tensor", "context")
 
-# Logical axis -> mesh axis, first match wins. Mirrored (and tested equal) in configs/common.py.
+# Logical axis -> mesh axis, first match wins (weights, then activations).
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     # weights
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
+    ("embed", "fsdp"),  # input-feature dim of dense/conv kernels: FSDP shards it
+    ("mlp", "tensor"),  # hidden dim of MLPs / output channels: tensor parallel
     ("heads", "tensor"),
     ("kv", None),
     ("conv_in", "fsdp"),
@@ -375,10 +495,10 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("rel_pos", None),
     # activations
     ("act_batch", ("data", "fsdp")),
-    ("act_frames", "context"),
+    ("act_frames", "context"),  # spatial layers shard the frame axis over `context`
     ("act_height", None),
     ("act_time", None),
-    ("act_height_t", "context"),
+    ("act_height_t", "context"),  # temporal layers shard the height axis over `context`
     ("act_width", None),
     ("act_embed", None),
     ("act_heads", "tensor"),
@@ -388,12 +508,14 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 
 
 @dataclasses.dataclass(frozen=True)
-class MeshConfig:
+class MeshConfig(_Section):
     """Device mesh. One axis may be -1 (filled from the device count).
 
     ``dcn_*`` sizes split an axis across slices/hosts (multi-slice); 1 means all-ICI.
     ``rules`` maps logical axis names (weights and activations) to mesh axes, in order.
     """
+
+    SECTION: ClassVar[str] = "mesh"
 
     data: int = -1
     fsdp: int = 1
@@ -436,7 +558,9 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(_Section):
+    SECTION: ClassVar[str] = "evaluation"
+
     num_fvd_clips: int = 64
     fvd_batch_size: int = 16
     num_alignment_clips: int = 64
@@ -482,7 +606,9 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(_Section):
+    """The whole config: named sections, converted (from mappings too) and validated together."""
+
     name: str = "moving_digits"
     model: ModelConfig = ModelConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
@@ -493,11 +619,19 @@ class Config:
     mesh: MeshConfig = MeshConfig()
     evaluation: EvalConfig = EvalConfig()
 
-    def validate(self) -> None:
-        for field in dataclasses.fields(self):
-            section = getattr(self, field.name)
-            if hasattr(section, "validate"):
-                section.validate(field.name)
+    def __post_init__(self) -> None:
+        # model.resolution is derived: the U-Net's attention levels (and the layout grid) refer to
+        # the data's frame size, so the model section is built and validated with it.
+        data = _build(DataConfig, self.data, "data")
+        if isinstance(self.model, ModelConfig):
+            model = self.model
+            if model.resolution != data.resolution:
+                model = dataclasses.replace(model, resolution=data.resolution)
+        else:
+            model = {**_mapping(self.model, "model"), "resolution": data.resolution}
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "model", model)
+        super().__post_init__()  # each section converted and validated on its own
         self._validate_cross_fields()
 
     def _validate_cross_fields(self) -> None:
@@ -520,92 +654,18 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------
-# ConfigDict <-> dataclass conversion
+# ConfigDict <-> dataclass
 # --------------------------------------------------------------------------------------------
-
-
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        if isinstance(value, tp):
-            return value
-        allowed = [e.value for e in tp]
-        try:
-            return tp(value)
-        except ValueError:
-            _fail(path, f"unknown value {value!r}; allowed: {allowed}")
-    if origin is tuple:
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            _fail(path, f"expected a tuple, got {value!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-        return tuple(_to_plain(v) for v in value)
-    if origin in (typing.Union, types.UnionType) or tp is Any:
-        return _to_plain(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            _fail(path, f"expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            _fail(path, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(path, f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            _fail(path, f"expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return tuple(_to_plain(v) for v in value)
-    return value
-
-
-def _build(cls: type, values: Any, path: str) -> Any:
-    if isinstance(values, cls):
-        return values
-    if not isinstance(values, Mapping):
-        if hasattr(values, "to_dict"):
-            values = values.to_dict()
-        else:
-            _fail(path or "<root>", f"expected a section (mapping), got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        where = f"{path}.{unknown[0]}" if path else unknown[0]
-        _fail(where, f"unknown field; allowed fields of '{path or 'config'}': {sorted(names)}")
-    kwargs = {}
-    for name in names & set(values):
-        sub = f"{path}.{name}" if path else name
-        kwargs[name] = _convert(hints[name], values[name], sub)
-    return cls(**kwargs)
 
 
 def from_configdict(cd: Any) -> Config:
     """Convert a ConfigDict (or nested mapping) into a validated, frozen :class:`Config`."""
-    config = _build(Config, cd, "")
-    # model.resolution is derived: the U-Net's attention levels refer to the data's frame size.
-    if config.model.resolution != config.data.resolution:
-        config = dataclasses.replace(
-            config, model=dataclasses.replace(config.model, resolution=config.data.resolution))
-    config.validate()
-    return config
+    return _build(Config, cd, "")
 
 
-def to_dict(config: Any) -> dict:
-    """JSON-friendly nested dict (enums as their values, tuples as lists)."""
+def to_dict(config: Any, *, sequence: type = list) -> dict:
+    """Nested dict of plain values (enums as their values); sequences as ``sequence``: lists for
+    JSON, tuples for a ConfigDict of defaults (``configs/common.py:base_config``)."""
 
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
@@ -613,7 +673,7 @@ def to_dict(config: Any) -> dict:
         if isinstance(v, enum.Enum):
             return v.value
         if isinstance(v, (tuple, list)):
-            return [plain(x) for x in v]
+            return sequence(plain(x) for x in v)
         return v
 
     return plain(config)

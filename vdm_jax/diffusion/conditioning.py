@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from vdm_jax.config import DiffusionConfig, SamplerConfig
 from vdm_jax.diffusion.guidance import Denoised, SamplerDenoiseFn, make_x0_eps_fn, postprocess
 from vdm_jax.diffusion.parameterization import bcast
-from vdm_jax.diffusion.samplers import check_sampler_config, init_noise, run_sampler, sample
+from vdm_jax.diffusion.samplers import init_noise, run_sampler, sample
 from vdm_jax.diffusion.schedules import Schedule, alpha_sigma
 
 METHODS = ("reconstruction", "replacement")
@@ -112,7 +112,6 @@ def conditional_sample(denoise_fn: SamplerDenoiseFn, observation: Observation, *
                        sampler_cfg: SamplerConfig, method: str | None = None, cond: Any = None,
                        x_init: jax.Array | None = None, replace_observed: bool = True) -> jax.Array:
     """Sample x (shape) consistent with `observation`; observed frames are pasted into the output."""
-    check_sampler_config(sampler_cfg)
     method = method or sampler_cfg.conditioning_method
     if method not in METHODS:
         raise ValueError(f"conditioning method {method!r} unknown; allowed: {METHODS}")

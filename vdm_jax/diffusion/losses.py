@@ -30,8 +30,7 @@ class LossOutput(NamedTuple):
 
 def sample_times(rng: jax.Array, batch: int, kind: TimeSampling) -> jax.Array:
     """(B,) times in [0, 1): i.i.d. uniform or low-discrepancy (stratified with one shared offset)."""
-    kind = TimeSampling(kind)
-    if kind is TimeSampling.UNIFORM:
+    if kind == TimeSampling.UNIFORM:
         return jax.random.uniform(rng, (batch,))
     u = jax.random.uniform(rng, ())
     return jnp.mod(u + jnp.arange(batch, dtype=jnp.float32) / batch, 1.0)
@@ -48,7 +47,7 @@ def sample_logsnr(rng: jax.Array | None, batch: int, cfg: DiffusionConfig, sched
 
 def loss_weight(logsnr: jax.Array, cfg: DiffusionConfig) -> jax.Array:
     """Per-example weight for the chosen target and weighting."""
-    weighting, target = LossWeighting(cfg.loss_weighting), Target(cfg.target)
+    weighting, target = cfg.loss_weighting, cfg.target
     if weighting is LossWeighting.NONE:
         return jnp.ones_like(logsnr)
     gamma = cfg.min_snr_gamma
@@ -101,7 +100,7 @@ def diffusion_loss(
     noise = noise.astype(jnp.float32)
     z = q_sample(x0.astype(jnp.float32), logsnr, noise).astype(x0.dtype)
     pred = denoise_fn(z, logsnr).astype(jnp.float32)
-    target = Target(cfg.target)
+    target = cfg.target
     if target is Target.EPS:
         goal = noise
     elif target is Target.V:

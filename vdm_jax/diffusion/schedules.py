@@ -59,7 +59,7 @@ class Schedule:
     def from_config(cls, cfg: DiffusionConfig, resolution: int) -> Schedule:
         if resolution < 1:
             raise ValueError(f"Schedule: resolution must be >= 1, got {resolution}")
-        kind = ScheduleKind(cfg.schedule)
+        kind = cfg.schedule
         shift = float(cfg.logsnr_shift)
         if kind is ScheduleKind.SHIFTED_COSINE:
             shift += resolution_shift(cfg.shift_base_resolution, resolution)

@@ -1,5 +1,3 @@
-"""Evaluation metrics: FVD (I3D), PSNR/SSIM/LPIPS, moving_digits text alignment, summaries, video IO.
-
-Heavy pieces (I3D, LPIPS) are imported from their submodules on demand, e.g.
-``from vdm_jax.evaluation.fvd import I3DFeatureExtractor``.
-"""
+"""The evaluation job and the sample CLI's library side: restoring EMA params read-only, generation
+(text to video, prediction, extension), FVD (I3D), PSNR/SSIM/LPIPS, moving_digits text alignment,
+the temporal probe and summaries across steps."""

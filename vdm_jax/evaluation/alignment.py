@@ -16,8 +16,10 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from data_pipelines import moving_digits_spec as spec
+from data_pipelines.video_io import to_uint8
 
 _FG_LEVEL = 0.5  # a pixel is foreground when its brightest channel is at least half of 255
 _PRESENT_FRACTION = 0.01  # a colour is present when it covers >= 1% of the frame on average
@@ -39,13 +41,11 @@ class DetectedObject:
     size: int = -1
 
 
-def to_uint8(clip: np.ndarray) -> np.ndarray:
+def _clip_uint8(clip: np.ndarray) -> np.ndarray:
     clip = np.asarray(clip)
     if clip.ndim != 4 or clip.shape[-1] != 3:
         raise ValueError(f"clip must be (T, H, W, 3), got shape {clip.shape}")
-    if clip.dtype == np.uint8:
-        return clip
-    return np.clip(np.rint((clip.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return to_uint8(clip)
 
 
 def _color_labels(clip: np.ndarray) -> np.ndarray:
@@ -127,8 +127,6 @@ def _classify_motion(track: np.ndarray, resolution: int) -> tuple[int, int]:
 
 def _compactness(masks: np.ndarray, counts: np.ndarray) -> float:
     """Median over frames with pixels of (largest 8-connected component) / (all pixels of the colour)."""
-    from scipy import ndimage
-
     fractions = []
     for mask, count in zip(masks, counts):
         if count:
@@ -139,7 +137,7 @@ def _compactness(masks: np.ndarray, counts: np.ndarray) -> float:
 
 def detect_objects(clip: np.ndarray) -> list[DetectedObject]:
     """Objects in a clip (T, H, W, 3), uint8 or [-1, 1] float, largest first."""
-    clip = to_uint8(clip)
+    clip = _clip_uint8(clip)
     t, h, w, _ = clip.shape
     labels = _color_labels(clip)
     objects = []

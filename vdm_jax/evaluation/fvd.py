@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from data_pipelines.video_io import to_unit
 from vdm_jax.config import EvalConfig
 from vdm_jax.evaluation import i3d
 
@@ -102,10 +103,8 @@ class FVDProtocol:
 
 
 def to_unit_range(clips: np.ndarray | jax.Array) -> jax.Array:
-    """uint8 [0, 255] -> float32 [-1, 1]; float clips are assumed to be in [-1, 1] already."""
-    if clips.dtype == jnp.uint8:
-        return clips.astype(jnp.float32) / 127.5 - 1.0
-    return jnp.clip(clips.astype(jnp.float32), -1.0, 1.0)
+    """uint8 [0, 255] -> float32 [-1, 1]; float clips are clipped to [-1, 1]."""
+    return jnp.clip(to_unit(clips), -1.0, 1.0)
 
 
 class I3DFeatureExtractor:

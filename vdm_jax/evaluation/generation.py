@@ -1,8 +1,8 @@
 """Generation from restored params: text to video, prediction from given frames, extension.
 
 Every program takes ``params`` as an argument (never baked into the compiled program) and is
-jitted once per shape:
-  text_to_video  ``vdm_jax.training.samples.make_generate_fn`` (the sampler training uses);
+jitted once per shape; the model runs through ``ModelPlan.denoiser``:
+  text_to_video  ``vdm_jax.diffusion.sample`` (the sampler of training's periodic samples);
   predict        the first k frames given: ``vdm_jax.diffusion.conditional_sample`` with a prediction
                  observation (reconstruction guidance or replacement: ``sampling.conditioning_method``);
   extend         autoregressive extension past the trained length with overlapping windows
@@ -11,41 +11,26 @@ jitted once per shape:
 
 from __future__ import annotations
 
-import dataclasses
+import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdm_jax.config import Config, SamplerConfig, TextEncoderKind
-from vdm_jax.diffusion import conditional_sample, extend_video, prediction_observation
+from data_pipelines.video_io import to_uint8
+from vdm_jax.config import SamplerConfig, TextEncoderKind
+from vdm_jax.diffusion import conditional_sample, extend_video, prediction_observation, sample
 from vdm_jax.diffusion.schedules import Schedule
-from vdm_jax.training.samples import make_generate_fn
-from vdm_jax.training.state import ModelBundle
+from vdm_jax.models.plan import ModelPlan
 
 
-def _denoiser(config: Config, bundle: ModelBundle, params: Any):
-    """``denoise(z, logsnr, cond, drop_cond)`` as the samplers expect (the training sampler's)."""
-    use_text = config.model.text_encoder != TextEncoderKind.NONE
-
-    def denoise(z, logsnr, cond, drop):
-        kwargs = dict(cond) if (cond and use_text) else {}
-        return bundle.apply(params, z, logsnr, drop_text=drop if kwargs else None, deterministic=True,
-                            **kwargs).prediction
-
-    return denoise
-
-
-@dataclasses.dataclass
 class Generator:
-    """Jitted samplers for one model config and one sampler config."""
+    """Jitted samplers for one model (its plan) and one sampler config (default: the model config's)."""
 
-    config: Config
-    bundle: ModelBundle
-    sampler: SamplerConfig
-
-    def __post_init__(self):
+    def __init__(self, plan: ModelPlan, sampler: SamplerConfig | None = None):
+        self.plan, self.config = plan, plan.config
+        self.sampler = sampler or plan.config.sampling
         self._t2v: dict[int, Any] = {}
         self._pred: dict[tuple[int, int], Any] = {}
         self._schedule = Schedule.from_config(self.config.diffusion, self.config.data.resolution)
@@ -68,8 +53,19 @@ class Generator:
         """(B, T, H, W, 3) in [-1, 1]; B = the prompts in ``cond``."""
         t = num_frames or self.frames
         if t not in self._t2v:
-            self._t2v[t] = make_generate_fn(self.config, self.bundle, self.sampler, num_frames=t)
+            self._t2v[t] = jax.jit(self._text_to_video_fn(t))
         return self._t2v[t](params, jax.tree.map(jnp.asarray, cond), rng)
+
+    def _text_to_video_fn(self, num_frames: int):
+        text = self.config.model.text_encoder != TextEncoderKind.NONE
+
+        def run(params, cond, rng):  # the prompts' inputs give the batch size, also when not read
+            batch = jax.tree.leaves(cond)[0].shape[0] if cond else 1
+            return sample(self.plan.denoiser(params), shape=self.plan.video_shape(batch, num_frames), rng=rng,
+                          schedule=self._schedule, diffusion_cfg=self.config.diffusion,
+                          sampler_cfg=self.sampler, cond=cond if cond and text else None)
+
+        return run
 
     def predict(self, params: Any, cond: dict[str, Any] | None, context: jax.Array | np.ndarray,
                 rng: jax.Array, num_frames: int | None = None) -> jax.Array:
@@ -86,7 +82,7 @@ class Generator:
 
         def run(params, cond, context, rng):
             b, _, h, w, c = context.shape
-            return conditional_sample(_denoiser(cfg, self.bundle, params), prediction_observation(context),
+            return conditional_sample(self.plan.denoiser(params), prediction_observation(context),
                                       shape=(b, num_frames, h, w, c), rng=rng, schedule=self._schedule,
                                       diffusion_cfg=cfg.diffusion, sampler_cfg=self.sampler, cond=cond)
 
@@ -124,10 +120,6 @@ def generate_in_batches(fn, inputs: dict[str, np.ndarray], batch_size: int, *, c
     and the clips/s reached without compilation: when ``cold`` (not compiled yet) the first batch is
     not timed, and a lone batch is run once more to time it.
     """
-    import time
-
-    from vdm_jax.training.samples import to_uint8
-
     n = len(next(iter(inputs.values())))
     if cold and n <= batch_size:
         to_uint8(fn({k: _pad_rows(np.asarray(v), batch_size) for k, v in inputs.items()}, 0))  # compile

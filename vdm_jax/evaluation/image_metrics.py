@@ -13,11 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines.video_io import to_unit
+
 
 def to_zero_one(x: np.ndarray | jax.Array) -> jax.Array:
-    if x.dtype == jnp.uint8:
-        return x.astype(jnp.float32) / 255.0
-    return (jnp.clip(x.astype(jnp.float32), -1.0, 1.0) + 1.0) / 2.0
+    """[0, 1] (data range 1) from uint8 or [-1, 1] float frames."""
+    return (jnp.clip(to_unit(x), -1.0, 1.0) + 1.0) / 2.0
 
 
 def _check(a, b) -> None:

@@ -1,27 +1,25 @@
 """Read-only access to a training workdir: steps, saved config/tokenizer, EMA params on any mesh.
 
-The evaluation job and the sample CLI never write into ``DIR/checkpoints``: they open a read-only
-``ocp.CheckpointManager``, restore only the ``ema_params`` (and ``step``) of the ``state`` item
-(a partial restore: no optimizer state is read or allocated) onto shardings computed from their
-own mesh, which may differ from training's (another device count, another topology).
+The evaluation job and the sample CLI never write into ``DIR/checkpoints``: they open it
+read-only (``vdm_jax.checkpointing.open_read_only``) and restore only the EMA params onto the
+shardings of a ``ModelPlan`` built for their own mesh, which may differ from training's (another
+device count, another topology).
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 from typing import Any
 
 import jax
-import optax
 import orbax.checkpoint as ocp
 from absl import logging
-from etils import epath
 
+from data_pipelines import tokenizers
+from data_pipelines.text_embeddings import TextEmbeddingsError, encoder_identity
+from vdm_jax import checkpointing as ckpt
 from vdm_jax.config import Config, ConfigError, MeshConfig, from_configdict, to_dict
 from vdm_jax.sharding.mesh import make_mesh
-from vdm_jax.training import checkpointing as ckpt
-from vdm_jax.training.state import ModelBundle, model_others, plan_model
 
 # Model fields that are runtime choices (how the same weights are computed), not architecture.
 RUNTIME_MODEL_FIELDS = frozenset({"attention_backend", "cudnn_min_seq_len", "dtype", "remat",
@@ -39,7 +37,7 @@ class EvalInputError(ValueError):
 
 def available_steps(workdir: str) -> list[int]:
     """Finalized checkpoint steps of a training workdir (orbax hides half-written ones)."""
-    return ckpt.existing_steps(ckpt.checkpoint_dir(workdir))
+    return ckpt.existing_steps(workdir)
 
 
 def resolve_step(workdir: str, step: int | str | None) -> int:
@@ -59,39 +57,24 @@ def resolve_step(workdir: str, step: int | str | None) -> int:
     return wanted
 
 
-def open_manager(workdir: str) -> ocp.CheckpointManager:
-    """A read-only manager: it never creates, deletes or locks anything in the workdir."""
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    handlers = {ckpt.STATE: ocp.PyTreeCheckpointHandler(), ckpt.CONFIG: ocp.JsonCheckpointHandler(),
-                ckpt.TOKENIZER: ocp.JsonCheckpointHandler()}
-    return ocp.CheckpointManager(epath.Path(ckpt.checkpoint_dir(workdir)), options=options,
-                                 item_handlers=handlers)
-
-
-def _restore_json(manager: ocp.CheckpointManager, step: int, item: str) -> dict:
-    return manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()}))[item]
-
-
 def saved_config(manager: ocp.CheckpointManager, step: int) -> Config:
     """The resolved config the checkpoint was trained with."""
     try:
-        return from_configdict(_restore_json(manager, step, ckpt.CONFIG))
+        return from_configdict(ckpt.restore_json(manager, step, ckpt.CONFIG))
     except ConfigError as e:
         raise EvalInputError(f"the config saved with checkpoint step {step} is invalid here: {e}") from None
 
 
 def saved_tokenizer(manager: ocp.CheckpointManager, step: int) -> Any:
-    return tokenizer_from_spec(_restore_json(manager, step, ckpt.TOKENIZER))
+    return tokenizer_from_spec(ckpt.restore_json(manager, step, ckpt.TOKENIZER))
 
 
 def check_text_encoder(manager: ocp.CheckpointManager, step: int, config: Config) -> None:
     """A model trained on stored frozen-encoder embeddings must be prompted through the same
     encoder: compare ``data.text_encoder_dir``'s fingerprint with the one saved at training."""
-    saved = _restore_json(manager, step, ckpt.TOKENIZER).get("text_encoder")
+    saved = ckpt.restore_json(manager, step, ckpt.TOKENIZER).get("text_encoder")
     if not saved:
         return
-    from data_pipelines.text_embeddings import TextEmbeddingsError, encoder_identity
-
     try:
         now = encoder_identity(config.data.text_encoder_dir) if config.data.text_encoder_dir else None
     except TextEmbeddingsError as e:
@@ -106,8 +89,6 @@ def check_text_encoder(manager: ocp.CheckpointManager, step: int, config: Config
 
 def tokenizer_from_spec(spec: dict) -> Any:
     """Rebuild the training tokenizer from the checkpoint's ``tokenizer`` item (no data needed)."""
-    from data_pipelines import tokenizers
-
     kind = spec.get("kind")
     if kind == "byte":
         return tokenizers.ByteTokenizer()
@@ -148,7 +129,7 @@ def check_config_matches(saved: Config, given: Config, step: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Mesh, abstract params and the restore
+# The evaluation's mesh
 # ----------------------------------------------------------------------------------------------
 
 
@@ -160,30 +141,3 @@ def inference_mesh(config: Config, devices: list | None = None) -> jax.sharding.
         logging.warning("mesh from the config does not fit %d devices (%s): using data=-1",
                         len(devices or jax.devices()), e)
         return make_mesh(MeshConfig(rules=config.mesh.rules), devices)
-
-
-@dataclasses.dataclass(frozen=True)
-class InferenceModel:
-    """What is needed to run the model from restored params on ``mesh``."""
-
-    config: Config
-    mesh: jax.sharding.Mesh
-    bundle: ModelBundle
-    abstract_params: Any  # ShapeDtypeStructs carrying this mesh's shardings
-
-
-def build_inference_model(config: Config, mesh: jax.sharding.Mesh) -> InferenceModel:
-    """Abstract params with shardings for ``mesh`` plus the model's static bundle, allocating only the
-    model's small non-parameter state (no params, no optimizer state)."""
-    plan = plan_model(config, mesh)
-    bundle = plan.bundle(model_others(config), optax.identity(), optax.constant_schedule(0.0))
-    return InferenceModel(config=config, mesh=mesh, bundle=bundle, abstract_params=plan.abstract_params)
-
-
-def restore_ema_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
-    """EMA params of ``step`` placed on ``abstract_params``' shardings (partial restore)."""
-    target = {"ema_params": abstract_params}
-    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-    args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-    restored = manager.restore(step, args=ocp.args.Composite(**{ckpt.STATE: args}))
-    return restored[ckpt.STATE]["ema_params"]

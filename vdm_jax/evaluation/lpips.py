@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines.video_io import to_unit
+
 NETS = ("alexnet", "vgg16")
 # Smallest frame side for which every tapped layer is non-empty (alexnet: 3 strided stages); smaller
 # frames are bilinearly upsampled by an integer factor first (otherwise the distance is NaN).
@@ -116,10 +118,8 @@ class LPIPS:
             raise ValueError(f"LPIPS frames must have equal shapes (..., H, W, 3), got {a.shape}, {b.shape}")
         lead = a.shape[:-3]
         size = self.input_size(*a.shape[-3:-1])
-        to_pm1 = lambda x: (x.astype(jnp.float32) / 127.5 - 1.0) if x.dtype == jnp.uint8 else x
-
         def flat(x):
-            x = to_pm1(x).reshape((-1, *x.shape[-3:]))
+            x = to_unit(x).reshape((-1, *x.shape[-3:]))
             if size != x.shape[1:3]:
                 x = jax.image.resize(x, (x.shape[0], *size, 3), "bilinear")
             return x

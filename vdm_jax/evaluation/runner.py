@@ -12,6 +12,10 @@ then appends one line to ``DIR/eval/log.jsonl`` and refreshes ``DIR/eval/summary
 FVD reference features are cached under ``DIR/eval/cache``. The training workdir's checkpoints are
 only read (read-only orbax manager): the job never deletes, locks or writes there, so it never
 blocks training. A checkpoint removed by training's retention before it was evaluated is skipped.
+
+The job runs the model through a train program (``vdm_jax.training.program.TrainProgram``) built
+by its caller (``launch.evaluate``) for the config on the evaluation's own mesh
+(:func:`vdm_jax.evaluation.loading.inference_mesh`): the eval losses are training's own.
 """
 
 from __future__ import annotations
@@ -27,9 +31,13 @@ import jax
 import numpy as np
 from absl import logging
 
-from vdm_jax.config import Config, to_dict
-from vdm_jax.evaluation import loading, tasks
+from data_pipelines.video_io import make_grid, save_video
+from vdm_jax import checkpointing as ckpt
+from vdm_jax.config import to_dict
+from vdm_jax.evaluation import loading, summary, tasks
+from vdm_jax.evaluation.fvd import make_extractor
 from vdm_jax.evaluation.generation import Generator
+from vdm_jax.evaluation.lpips import make_lpips
 
 EVAL_DIR = "eval"
 LOG_NAME = "log.jsonl"
@@ -79,26 +87,25 @@ def _write_json_atomic(path: str, obj: Any) -> None:
 
 
 class Evaluator:
-    """Holds the compiled programs, the eval data and the feature networks across steps."""
+    """Holds the compiled programs, the eval data and the feature networks across steps.
 
-    def __init__(self, config: Config, workdir: str):
-        self.config, self.workdir = config, workdir
-        self.mesh = loading.inference_mesh(config)
-        self.model = loading.build_inference_model(config, self.mesh)
-        self.generator = Generator(config, self.model.bundle, config.sampling)
-        self.loss = tasks.LossEvaluator(config, self.model.bundle, self.mesh)
-        self.probe = tasks.ProbeEvaluator(config, self.model.bundle, self.mesh)
+    ``program``: the ``TrainProgram`` of the config on the evaluation's mesh."""
+
+    def __init__(self, program: Any, workdir: str):
+        self.program, self.config, self.mesh = program, program.config, program.mesh
+        self.workdir = workdir
+        self.generator = Generator(program.model)
         self._data: tasks.EvalData | None = None
         self._extractor = None
         self._lpips = None
 
     def _restore(self, step: int) -> tuple[Any, Any]:
-        manager = loading.open_manager(self.workdir)
+        manager = ckpt.open_read_only(self.workdir)
         try:
             loading.check_config_matches(loading.saved_config(manager, step), self.config, step)
             tokenizer = loading.saved_tokenizer(manager, step)
             loading.check_text_encoder(manager, step, self.config)
-            params = loading.restore_ema_params(manager, step, self.model.abstract_params)
+            params = ckpt.restore_ema_params(manager, step, self.program.model.abstract_params)
         finally:
             manager.close()
         return params, tokenizer
@@ -106,14 +113,10 @@ class Evaluator:
     def _feature_nets(self) -> None:
         e = self.config.evaluation
         if e.fvd and self._extractor is None:
-            from vdm_jax.evaluation.fvd import make_extractor
-
             self._extractor = make_extractor(e)
             c = self.config.data  # compile now, so the clips/s of the first step excludes compilation
             self._extractor(np.zeros((1, c.num_frames, c.resolution, c.resolution, 3), np.uint8))
         if e.lpips and self._lpips is None:
-            from vdm_jax.evaluation.lpips import make_lpips
-
             self._lpips = make_lpips(True, e.lpips_net)
 
     def evaluate_step(self, step: int) -> dict[str, Any]:
@@ -136,8 +139,6 @@ class Evaluator:
         return metrics
 
     def _compute(self, params: Any, tokenizer: Any, data: tasks.EvalData, step: int) -> dict[str, Any]:
-        from vdm_jax.evaluation.video_io import make_grid, save_video
-
         c, e = self.config, self.config.evaluation
         out: dict[str, Any] = {"step": step, "sampler": to_dict(c.sampling), "seconds": {}}
         timer = _Timer(out["seconds"])
@@ -145,10 +146,10 @@ class Evaluator:
                                           e.num_alignment_clips if data.attributes else 0))
         with jax.set_mesh(self.mesh):  # the model's programs; the feature networks use their own devices
             with timer("eval_loss"):
-                out.update(self.loss(params, tokenizer))
+                out.update(tasks.eval_loss(self.program, params, tokenizer))
             if e.num_probe_clips:
                 with timer("temporal_probe"):
-                    out.update(self.probe(params, tokenizer, data))
+                    out.update(tasks.probe(self.program, params, tokenizer, data))
             with timer("text_to_video"):
                 generated, rate = tasks.text_to_video(self.generator, params, data, n_t2v, c)
             with timer("prediction"):
@@ -218,22 +219,21 @@ def headline(metrics: dict[str, Any]) -> str:
 
 def refresh_summary(workdir: str) -> dict[str, str]:
     """Rewrite ``DIR/eval/summary.{csv,md,png}`` from every evaluated step."""
-    from vdm_jax.evaluation import summary
-
     rows, bad = summary.load_step_metrics(workdir)
     for b in bad:
         logging.warning("summary: skipping unreadable %s", b)
     return summary.write_summary(rows, eval_dir(workdir)) if rows else {}
 
 
-def evaluate(config: Config, workdir: str, step: int | str | None = "latest",
+def evaluate(program: Any, workdir: str, step: int | str | None = "latest",
              evaluator: Evaluator | None = None) -> dict[str, Any]:
-    """Evaluate one checkpoint of ``workdir`` (an int step, or 'latest'). Re-evaluates if done before."""
+    """Evaluate one checkpoint of ``workdir`` (an int step, or 'latest') with ``program`` (the
+    config's ``TrainProgram`` on the evaluation's mesh). Re-evaluates if done before."""
     resolved = loading.resolve_step(workdir, step)
-    return (evaluator or Evaluator(config, workdir)).evaluate_step(resolved)
+    return (evaluator or Evaluator(program, workdir)).evaluate_step(resolved)
 
 
-def follow(config: Config, workdir: str, *, until_step: int = 0, max_idle_seconds: float = 0.0,
+def follow(program: Any, workdir: str, *, until_step: int = 0, max_idle_seconds: float = 0.0,
            poll_seconds: float | None = None) -> list[int]:
     """Evaluate every checkpoint of ``workdir`` once, in step order, as training writes them.
 
@@ -241,6 +241,7 @@ def follow(config: Config, workdir: str, *, until_step: int = 0, max_idle_second
     when a step >= ``until_step`` (default: ``training.num_train_steps``) has been evaluated, or
     after ``max_idle_seconds`` (> 0) without a new checkpoint. Returns the steps evaluated now.
     """
+    config = program.config
     until = until_step or config.training.num_train_steps
     poll = config.evaluation.follow_poll_seconds if poll_seconds is None else poll_seconds
     evaluator: Evaluator | None = None
@@ -249,7 +250,7 @@ def follow(config: Config, workdir: str, *, until_step: int = 0, max_idle_second
     while True:
         steps = loading.available_steps(workdir)
         for step in [s for s in steps if not is_evaluated(workdir, s)]:
-            evaluator = evaluator or Evaluator(config, workdir)
+            evaluator = evaluator or Evaluator(program, workdir)
             if _evaluate_if_present(evaluator, workdir, step):
                 done_now.append(step)
             last_activity = time.monotonic()

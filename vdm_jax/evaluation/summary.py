@@ -17,6 +17,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from matplotlib.figure import Figure
+
 _STEP_DIR = re.compile(r"step_(\d+)$")
 
 
@@ -74,18 +76,14 @@ def _fmt(v: Any) -> str:
 
 def plot_metrics(rows: list[dict[str, Any]], path: str) -> list[str]:
     """One panel per numeric metric vs step; ``X_chance`` is drawn as a dashed line on ``X_acc``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cols = [c for c in _columns(rows)[1:] if any(_is_number(r.get(c)) for r in rows)  # nested (dotted):
             and not c.endswith(("_chance", "_n")) and c != "align_num_clips" and "." not in c]  # CSV only
     if not cols:
         return []
     ncols = min(3, len(cols))
     nrows = -(-len(cols) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
+    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows))  # no pyplot: no GUI backend, no global state
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, col in zip(axes.flat, cols):
         pts = [(int(r["step"]), r[col]) for r in rows if _is_number(r.get(col))]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
@@ -101,7 +99,6 @@ def plot_metrics(rows: list[dict[str, Any]], path: str) -> list[str]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return cols
 
 

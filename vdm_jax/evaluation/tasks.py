@@ -1,7 +1,8 @@
 """The evaluation tasks run on one checkpoint's EMA params (see :mod:`vdm_jax.evaluation.runner`).
 
 - eval loss at the fixed log-SNRs of ``evaluation.eval_logsnrs`` on the eval split, through the
-  training's own ``eval_step`` (one loss function for train and eval), with fixed noise per batch;
+  train program's own ``eval_loss`` (one loss function and one noise per batch for train and eval);
+- the temporal probe through the program's ``eval_step_at(evaluation.probe_logsnrs)``;
 - text to video on the eval split's first captions -> FVD against the same split's clips
   (reference features cached) and, on ``moving_digits``, per-attribute text alignment;
 - prediction: the first ``evaluation.prediction_context_frames`` frames of test clips given,
@@ -19,17 +20,17 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import NamedSharding
 
+from data_pipelines import pipeline, sources
+from data_pipelines.video_io import to_unit
 from vdm_jax.config import Config
-from vdm_jax.diffusion.schedules import Schedule
+from vdm_jax.evaluation import fvd
+from vdm_jax.evaluation.alignment import motion_diagnostics, score_alignment
 from vdm_jax.evaluation.generation import Generator, generate_in_batches
+from vdm_jax.evaluation.image_metrics import prediction_metrics
 from vdm_jax.evaluation.prediction_baselines import BASELINES
 from vdm_jax.evaluation.temporal_probe import temporal_probe
-from vdm_jax.sharding import logical
-from vdm_jax.training import prompts
-from vdm_jax.training.state import ModelBundle
-from vdm_jax.training.step import eval_step
+from vdm_jax.models import prompts
 
 MAX_GRID_CLIPS = 16
 PREDICTION_GRID_CLIPS = 4
@@ -53,8 +54,6 @@ def num_records_needed(config: Config) -> int:
 
 
 def load_eval_data(config: Config, tokenizer: Any, mesh: jax.sharding.Mesh | None = None) -> EvalData:
-    from data_pipelines import pipeline, sources
-
     want = num_records_needed(config)
     records = pipeline.eval_records(config.data, want)
     if len(records) < want:
@@ -73,73 +72,34 @@ def load_eval_data(config: Config, tokenizer: Any, mesh: jax.sharding.Mesh | Non
                     reference=f"{name}/{config.data.eval_split}")
 
 
-def _batch_sharding(mesh: jax.sharding.Mesh, rules: Any, batch: int) -> NamedSharding:
-    """The batch axis over (data, fsdp) where it divides, replicated otherwise."""
-    spec = logical.logical_to_spec(("act_batch",), rules, shape=(batch,), axis_sizes=dict(mesh.shape))
-    return NamedSharding(mesh, spec)
+def eval_loss(program: Any, params: Any, tokenizer: Any) -> dict[str, float]:
+    """Mean eval loss per fixed log-SNR over the eval split (``evaluation.loss_batches`` batches of
+    ``evaluation.batch_size``) through ``program.eval_loss`` (a ``TrainProgram``)."""
+    c, e = program.config, program.config.evaluation
+    batches = pipeline.make_eval_iterator(c.data, global_batch_size=e.batch_size, tokenizer=tokenizer,
+                                          max_text_len=c.model.max_text_len,
+                                          num_batches=e.loss_batches or None)
+    return program.eval_loss(params, batches)
 
 
-class LossEvaluator:
-    """Mean eval loss per fixed log-SNR over the eval split (``evaluation.loss_batches`` batches)."""
+def probe(program: Any, params: Any, tokenizer: Any, data: EvalData) -> dict[str, float]:
+    """The temporal probe (:mod:`vdm_jax.evaluation.temporal_probe`) through the program's eval step
+    at ``evaluation.probe_logsnrs``, on the first ``evaluation.num_probe_clips`` eval clips."""
+    c, e = program.config, program.config.evaluation
+    n = min(e.num_probe_clips, len(data.videos))
+    if n < e.batch_size:
+        logging.warning("temporal probe skipped: %d eval clips < evaluation.batch_size=%d", n, e.batch_size)
+        return {}
+    sharding = program.batch_sharding(e.batch_size)
 
-    def __init__(self, config: Config, bundle: ModelBundle, mesh: jax.sharding.Mesh):
-        self.config, self.mesh = config, mesh
-        schedule = Schedule.from_config(config.diffusion, config.data.resolution)
-        self._fn = jax.jit(lambda p, b, r: eval_step(p, b, r, config=config, bundle=bundle,
-                                                     schedule=schedule))
+    def place(batch):  # every process holds the whole (global) batch: each takes its shards
+        return {k: jax.make_array_from_callback(np.shape(v), sharding, lambda idx, v=v: np.asarray(v)[idx])
+                for k, v in batch.items()}
 
-    def __call__(self, params: Any, tokenizer: Any) -> dict[str, float]:
-        from data_pipelines import pipeline
-
-        c, e = self.config, self.config.evaluation
-        batches = pipeline.make_eval_iterator(
-            c.data, global_batch_size=e.batch_size, process_index=jax.process_index(),
-            process_count=jax.process_count(), tokenizer=tokenizer, max_text_len=c.model.max_text_len,
-            num_batches=e.loss_batches or None)
-        sharding = _batch_sharding(self.mesh, c.mesh.rules, e.batch_size)
-        totals, n = None, 0
-        for i, batch in enumerate(batches):
-            losses = self._fn(params, pipeline.to_global_batch(batch, sharding), jax.random.PRNGKey(1000 + i))
-            totals = losses if totals is None else totals + losses
-            n += 1
-        per_level = np.asarray(jax.device_get(totals), np.float64) / n
-        out = {"eval_loss": float(per_level.mean())}
-        out.update({f"eval_loss_logsnr_{lv:g}": float(v) for lv, v in zip(e.eval_logsnrs, per_level)})
-        out["eval_loss_n"] = n * e.batch_size
-        return out
-
-
-class ProbeEvaluator:
-    """The temporal probe (:mod:`vdm_jax.evaluation.temporal_probe`) through the training's eval step,
-    at ``evaluation.probe_logsnrs`` on the first ``evaluation.num_probe_clips`` eval clips."""
-
-    def __init__(self, config: Config, bundle: ModelBundle, mesh: jax.sharding.Mesh):
-        e = config.evaluation
-        self.config, self.mesh = config, mesh
-        probe_eval = dataclasses.replace(e, eval_logsnrs=e.probe_logsnrs)
-        probe_config = dataclasses.replace(config, evaluation=probe_eval)
-        schedule = Schedule.from_config(config.diffusion, config.data.resolution)
-        self._fn = jax.jit(lambda p, b, r: eval_step(p, b, r, config=probe_config, bundle=bundle,
-                                                     schedule=schedule))
-
-    def __call__(self, params: Any, tokenizer: Any, data: EvalData) -> dict[str, float]:
-        c, e = self.config, self.config.evaluation
-        n = min(e.num_probe_clips, len(data.videos))
-        if n < e.batch_size:
-            logging.warning("temporal probe skipped: %d eval clips < evaluation.batch_size=%d", n,
-                            e.batch_size)
-            return {}
-        sharding = _batch_sharding(self.mesh, c.mesh.rules, e.batch_size)
-
-        def place(batch):  # every process holds the whole (global) batch: each takes its shards
-            return {k: jax.make_array_from_callback(np.shape(v), sharding,
-                                                    lambda idx, v=v: np.asarray(v)[idx])
-                    for k, v in batch.items()}
-
-        return temporal_probe(
-            self._fn, params, data.videos[:n], data.captions[:n],
-            lambda caps: prompts.encode_prompts(c, tokenizer, caps, self.mesh), e.probe_logsnrs,
-            batch_size=e.batch_size, seed=e.seed, to_device=place)
+    return temporal_probe(
+        program.eval_step_at(e.probe_logsnrs), params, data.videos[:n], data.captions[:n],
+        lambda caps: prompts.encode_prompts(c, tokenizer, caps, program.mesh), e.probe_logsnrs,
+        batch_size=e.batch_size, seed=e.seed, to_device=place)
 
 
 def text_to_video(generator: Generator, params: Any, data: EvalData, n: int, config: Config
@@ -154,8 +114,6 @@ def text_to_video(generator: Generator, params: Any, data: EvalData, n: int, con
 
 def fvd_metrics(extractor: Any, generated: np.ndarray, data: EvalData, cache_dir: str) -> dict[str, Any]:
     """FVD of ``generated`` vs the same number of eval-split clips (reference stats cached)."""
-    from vdm_jax.evaluation import fvd
-
     n = len(generated)
     mu, sigma, protocol = fvd.reference_stats(extractor, data.videos[:n], cache_dir, data.reference)
     t0 = time.perf_counter()
@@ -165,8 +123,6 @@ def fvd_metrics(extractor: Any, generated: np.ndarray, data: EvalData, cache_dir
 
 
 def alignment_metrics(generated: np.ndarray, data: EvalData, config: Config) -> dict[str, Any]:
-    from vdm_jax.evaluation.alignment import motion_diagnostics, score_alignment
-
     n = min(len(generated), config.evaluation.num_alignment_clips)
     out: dict[str, Any] = score_alignment(list(generated[:n]), data.attributes[:n],
                                           max_objects=config.data.max_objects)
@@ -179,7 +135,7 @@ def predict_clips(generator: Generator, params: Any, data: EvalData, config: Con
     e = config.evaluation
     k, n = e.prediction_context_frames, min(e.num_prediction_clips, len(data.videos))
     key = jax.random.fold_in(jax.random.PRNGKey(e.seed), 10_000)
-    inputs = {"context": data.videos[:n, :k].astype(np.float32) / 127.5 - 1.0,
+    inputs = {"context": to_unit(data.videos[:n, :k]),
               **{name: v[:n] for name, v in data.cond.items()}}
 
     def run(chunk, i):
@@ -191,8 +147,6 @@ def predict_clips(generator: Generator, params: Any, data: EvalData, config: Con
 
 def prediction_scores(generated: np.ndarray, data: EvalData, config: Config, lpips: Any) -> dict[str, Any]:
     """PSNR / SSIM / LPIPS on the generated frames (the given ones excluded)."""
-    from vdm_jax.evaluation.image_metrics import prediction_metrics
-
     k, n = config.evaluation.prediction_context_frames, len(generated)
     metrics = prediction_metrics(generated, data.videos[:n], k, lpips_fn=lpips)
     out: dict[str, Any] = {f"pred_{name}": v for name, v in metrics.items()}

@@ -23,6 +23,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from data_pipelines.video_io import to_unit
+
 VARIANTS = ("real", "reversed", "swapped", "shuffled")
 _SWAP = {"left": "right", "right": "left", "up": "down", "down": "up"}
 _SWAP_RE = re.compile(r"\b(left|right|up|down)\b")
@@ -83,7 +85,7 @@ def temporal_probe(loss_fn: LossFn, params: Any, videos: np.ndarray, captions: S
         total = None
         for i in range(n // batch_size):
             sl = slice(i * batch_size, (i + 1) * batch_size)
-            batch = {"video": vids[sl].astype(np.float32) / 127.5 - 1.0,
+            batch = {"video": to_unit(vids[sl]),
                      **{k: v[sl] for k, v in cond.items()}}
             losses = np.asarray(jax.device_get(loss_fn(params, to_device(batch), jax.random.fold_in(key, i))))
             total = losses if total is None else total + losses

@@ -35,7 +35,6 @@ def heads_for(channels: int, head_dim: int, num_heads: int) -> int:
 def resolve_backend(backend: AttentionBackend, seq_len: int, min_seq_len: int, dtype) -> str:
     """Pick the spatial attention implementation: 'xla', 'cudnn' or 'splash'."""
     platform = jax.default_backend()
-    backend = AttentionBackend(backend)
     half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
     if backend == AttentionBackend.AUTO:
         return "cudnn" if platform == "gpu" and half and seq_len >= min_seq_len else "xla"
@@ -56,6 +55,8 @@ def resolve_backend(backend: AttentionBackend, seq_len: int, min_seq_len: int, d
 
 def _splash_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """Full (unmasked) TPU splash attention; q, k, v (B, S, N, D)."""
+    # Imported here, the one import inside a function: the TPU kernel's import takes seconds and
+    # only attention_backend='splash' on a TPU needs it.
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 

@@ -54,7 +54,7 @@ class Conv3x3(nnx.Module):
     """Space-only (1x3x3) conv on (B, T, H, W, C) video, frames folded into the batch."""
 
     def __init__(self, in_ch: int, out_ch: int, *, dtype, rngs: nnx.Rngs, rules: Rules = (),
-                 fast_cpu_grad: bool = True, zero_init: bool = False):
+                 fast_cpu_grad: bool = False, zero_init: bool = False):
         init = nnx.initializers.zeros if zero_init else fan_in_init()
         self.kernel = param(rngs, init, (3, 3, in_ch, out_ch), (None, None, "conv_in", "conv_out"))
         self.bias = param(None, nnx.initializers.zeros, (out_ch,), ("conv_out",))

@@ -16,6 +16,7 @@ on its devices). Compute runs in ``dtype``; RMSNorm statistics and the softmax a
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -26,7 +27,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import sentencepiece as spm
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+from safetensors import safe_open
+
+from vdm_jax.sharding.logical import state_shardings
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -226,8 +232,6 @@ class T5Tokenizer:
     """``spiece.model`` pieces + EOS, truncated to ``max_len`` (EOS kept), padded with 0."""
 
     def __init__(self, path: str, eos_id: int = 1):
-        import sentencepiece as spm
-
         if not os.path.isfile(path):
             raise T5LoadError(f"{path}: sentencepiece model not found")
         with open(path, "rb") as f:
@@ -256,8 +260,6 @@ class T5Tokenizer:
 
 
 def _tokenizer_from_bytes(model: bytes, eos_id: int) -> T5Tokenizer:
-    import sentencepiece as spm
-
     tok = T5Tokenizer.__new__(T5Tokenizer)
     tok._model_bytes, tok.eos_id = model, eos_id
     tok._sp = spm.SentencePieceProcessor(model_proto=model)
@@ -299,8 +301,6 @@ def weight_files(directory: str) -> dict[str, str]:
             out[name] = path
         return out
     if os.path.isfile(single):
-        from safetensors import safe_open
-
         with safe_open(single, framework="numpy") as f:
             return {name: single for name in f.keys()}
     raise T5LoadError(f"{single}: not found (nor {INDEX_FILE})")
@@ -344,8 +344,6 @@ def _convert(arr: np.ndarray, layout: str, cfg: T5Config) -> np.ndarray:
 
 
 def _load_tensor(files: dict[str, str], name: str, directory: str) -> np.ndarray:
-    from safetensors import safe_open
-
     if name not in files:
         if name == "encoder.embed_tokens.weight" and "shared.weight" in files:
             name = "shared.weight"  # tied embedding stored once
@@ -388,8 +386,6 @@ def load_t5(directory: str, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh=
     names = _hf_names(cfg)
     shardings = None
     if mesh is not None:
-        from vdm_jax.sharding.logical import state_shardings
-
         shardings = dict(nnx.to_flat_state(state_shardings(state, mesh, rules)))
     values = {}
     for path, var in flat.items():
@@ -444,8 +440,6 @@ class FrozenTextEncoder:
 
     def __init__(self, directory: str, max_len: int, *, batch_size: int = 1, dtype=jnp.float32,
                  param_dtype=jnp.float32, cache_size: int = 1024, mesh=None, rules=()):
-        import collections
-
         self.directory = os.path.abspath(os.path.expanduser(directory))
         self.cfg = check_directory(self.directory)
         self.tokenizer = load_tokenizer(self.directory)
@@ -532,10 +526,6 @@ def lower_sharded(cfg: T5Config, mesh, rules, batch: int, length: int, *, dtype=
                   param_dtype=jnp.bfloat16):
     """The encoder forward lowered for ``mesh`` with abstract, sharded parameters (nothing is
     allocated): ``.compile().memory_analysis()`` says what one device needs."""
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    from vdm_jax.sharding.logical import state_shardings
-
     graphdef, state = _abstract_encoder(cfg, dtype, param_dtype)
     shardings = state_shardings(state, mesh, rules)
     batch_sh = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))

@@ -11,8 +11,6 @@ from vdm_jax.config import ModelConfig, TextEncoderKind
 from vdm_jax.models.frames import frame_index_embedding
 from vdm_jax.models.layers import MLP, Dense, LayerNorm, param
 
-TOKEN_AXES = ("act_batch", "act_tokens", "act_embed")
-
 
 class TransformerLayer(nnx.Module):
     """Pre-LN transformer layer with a key padding mask."""

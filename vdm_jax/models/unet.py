@@ -44,7 +44,7 @@ def remat_policy(name: RematPolicy):
     return {RematPolicy.NONE: None,
             RematPolicy.FULL: policies.nothing_saveable,
             RematPolicy.DOTS: policies.checkpoint_dots,
-            RematPolicy.DOTS_NO_BATCH: policies.dots_with_no_batch_dims_saveable}[RematPolicy(name)]
+            RematPolicy.DOTS_NO_BATCH: policies.dots_with_no_batch_dims_saveable}[name]
 
 
 def attention_levels(cfg: ModelConfig) -> tuple[bool, ...]:

@@ -2,7 +2,7 @@
 
 Parameters and activations are annotated with *logical* axis names (``"embed"``, ``"mlp"``,
 ``"act_batch"`` ...).  One ordered rule list (``MeshConfig.rules``, see
-``configs/common.py:default_rules``) maps them to mesh axes:
+``vdm_jax/config.py:DEFAULT_RULES``) maps them to mesh axes:
 
 * the first rule whose name matches and whose mesh axes are still unused in this spec wins
   (a mesh axis appears at most once per ``PartitionSpec``);

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
 from vdm_jax.config import MESH_AXES, ConfigError, MeshConfig
@@ -22,8 +23,6 @@ def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> M
     shape = tuple(sizes[a] for a in MESH_AXES)
     axis_types = (AxisType.Auto,) * len(MESH_AXES)
     if cfg.dcn_data > 1 or cfg.dcn_fsdp > 1:
-        from jax.experimental import mesh_utils
-
         dcn = {a: 1 for a in MESH_AXES}
         dcn["data"], dcn["fsdp"] = cfg.dcn_data, cfg.dcn_fsdp
         for a in ("data", "fsdp"):

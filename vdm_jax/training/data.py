@@ -12,7 +12,6 @@ import numpy as np
 
 from data_pipelines import pipeline, sources, text_embeddings
 from vdm_jax.config import Config, ConfigError, TextEncoderKind, TokenizerKind
-from vdm_jax.training import prompts
 
 
 @dataclasses.dataclass
@@ -33,33 +32,21 @@ class TrainData:
 
     def train_iterator(self):
         c = self.config
-        return pipeline.make_train_iterator(
-            c.data, global_batch_size=c.training.global_batch_size, process_index=jax.process_index(),
-            process_count=jax.process_count(), seed=c.data.shuffle_seed, tokenizer=self.tokenizer,
-            max_text_len=c.model.max_text_len)
+        return pipeline.make_train_iterator(c.data, global_batch_size=c.training.global_batch_size,
+                                            seed=c.data.shuffle_seed, tokenizer=self.tokenizer,
+                                            max_text_len=c.model.max_text_len)
 
     def eval_batches(self, num_batches: int) -> Iterator[dict[str, np.ndarray]]:
         c = self.config
         if num_batches <= 0:
             return iter(())
-        return pipeline.make_eval_iterator(
-            c.data, global_batch_size=c.training.global_batch_size, process_index=jax.process_index(),
-            process_count=jax.process_count(), tokenizer=self.tokenizer,
-            max_text_len=c.model.max_text_len, num_batches=num_batches)
+        return pipeline.make_eval_iterator(c.data, global_batch_size=c.training.global_batch_size,
+                                           tokenizer=self.tokenizer, max_text_len=c.model.max_text_len,
+                                           num_batches=num_batches)
 
-    def sample_prompts(self, num: int, mesh: Any = None) -> tuple[list[str], dict[str, np.ndarray]]:
-        """Fixed prompts: the first ``num`` captions of the eval split, encoded (:meth:`encode`)."""
-        captions = [r["caption"] for r in pipeline.eval_records(self.config.data, num)]
-        return captions, self.encode(captions, mesh)
-
-    def encode(self, captions: list[str], mesh: Any = None) -> dict[str, np.ndarray]:
-        """The model's text inputs: tokens, or the frozen encoder's embeddings (precomputed; its
-        weights sharded over ``mesh`` when given)."""
-        return prompts.encode_prompts(self.config, self.tokenizer, captions, mesh)
-
-    @staticmethod
-    def to_global(batch: dict[str, np.ndarray], sharding: Any) -> dict[str, jax.Array]:
-        return pipeline.to_global_batch(batch, sharding)
+    def eval_captions(self, num: int) -> list[str]:
+        """The first ``num`` captions of the eval split (fixed prompts for the periodic samples)."""
+        return [r["caption"] for r in pipeline.eval_records(self.config.data, num)]
 
     def tokenizer_spec(self) -> dict[str, Any]:
         """Enough to rebuild the tokenizer from a checkpoint alone (sentencepiece: the model bytes)."""

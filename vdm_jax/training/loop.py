@@ -1,10 +1,11 @@
 """``train_and_evaluate(config, workdir)``: the main job.
 
-Order of business: mesh (validates the device count) -> data (prepared if absent) -> state,
-abstract-first and sharded -> resume (own workdir > ``training.resume_from`` >
-``training.init_weights_from`` > scratch) -> the loop: one jitted step with donated state; metrics
-read one step late so the host never waits on the step in flight; periodic eval, samples and
-checkpoints; SIGTERM / JAX preemption save; NaN/Inf guard; profiler trace.
+Order of business: mesh (validates the device count) -> data (prepared if absent) -> the train
+program (``vdm_jax.training.program``) and its state, abstract-first and sharded -> resume (own
+workdir > ``training.resume_from`` > ``training.init_weights_from`` > scratch) -> the loop: the
+program's jitted step with donated state; metrics read one step late so the host never waits on
+the step in flight; periodic eval, samples and checkpoints; SIGTERM / JAX preemption save; NaN/Inf
+guard; profiler trace.
 """
 
 from __future__ import annotations
@@ -19,19 +20,14 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import NamedSharding, PartitionSpec
 
-from vdm_jax.config import Config, to_dict
-from vdm_jax.diffusion.schedules import Schedule
-from vdm_jax.hardware import device_spec
-from vdm_jax.models.flops import forward_flops
+from vdm_jax import checkpointing as ckpt
+from vdm_jax.config import Config, ConfigError, to_dict
 from vdm_jax.sharding.mesh import describe, make_mesh
-from vdm_jax.training import checkpointing as ckpt
-from vdm_jax.training import data as data_lib
-from vdm_jax.training import samples as samples_lib
+from vdm_jax.training.data import TrainData
 from vdm_jax.training.metrics_writer import MetricsWriter, Progress
-from vdm_jax.training.state import abstract_state, count_params, create_train_state
-from vdm_jax.training.step import eval_step, train_step
+from vdm_jax.training.periodic_samples import PeriodicSampler
+from vdm_jax.training.program import TrainProgram
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -54,12 +50,6 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def peak_flops_per_device() -> float | None:
-    """Dense bf16 peak of the local accelerator, when known (for MFU)."""
-    device = jax.devices()[0]
-    return None if device.platform == "cpu" else device_spec(device.device_kind)[0]
-
-
 def write_config(config: Config, workdir: str) -> None:
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
@@ -75,8 +65,6 @@ def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = N
     mesh = make_mesh(config.mesh, devices)
     data_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if config.training.global_batch_size % (data_shards * config.training.microbatches):
-        from vdm_jax.config import ConfigError
-
         raise ConfigError("training.global_batch_size",
                           f"{config.training.global_batch_size} must be divisible by data*fsdp="
                           f"{data_shards} times microbatches={config.training.microbatches}")
@@ -84,31 +72,19 @@ def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = N
     logging.info("mesh: %s", describe(mesh))
     write_config(config, workdir)
 
-    data = data_lib.TrainData.create(config)
-    state, bundle, state_sh = create_train_state(config, mesh)
-    n_params = count_params(state.params)
-    logging.info("model: %.2fM parameters", n_params / 1e6)
+    data = TrainData.create(config)
+    program = TrainProgram.create(config, mesh)
+    logging.info("model: %.2fM parameters", program.model.num_params / 1e6)
+    state = program.init_state()
 
     manager = ckpt.make_manager(ckpt.checkpoint_dir(workdir), config.training)
     train_iter = data.train_iterator()
-    state, train_iter = _resume(config, manager, state, state_sh, train_iter)
+    state, train_iter = _resume(config, manager, state, program.abstract_state, train_iter)
     start_step = int(state.step)
-
-    schedule = Schedule.from_config(config.diffusion, config.data.resolution)
-    batch_sh = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    step_fn = jax.jit(lambda s, b: train_step(s, b, config=config, bundle=bundle, schedule=schedule),
-                      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),
-                      donate_argnums=(0,))
-    eval_fn = jax.jit(lambda p, b, r: eval_step(p, b, r, config=config, bundle=bundle, schedule=schedule),
-                      in_shardings=(state_sh.ema_params, batch_sh, replicated), out_shardings=replicated)
 
     writer = MetricsWriter(workdir, enabled=primary, total_steps=config.training.num_train_steps)
     progress = Progress(config.training.num_train_steps, start_step, enabled=primary)
-    sampler = samples_lib.PeriodicSampler(config, bundle, data, workdir, mesh, enabled=True)
-    flops_per_clip = 3 * forward_flops(config.model, 1, config.data.num_frames + config.data.images_per_video,
-                                       config.data.resolution, config.data.resolution)
-    peak = peak_flops_per_device()
+    sampler = PeriodicSampler(program, data, workdir)
     preemption = _Preemption()
     profiler = _Profiler(config.training.profile_steps, workdir)
     preemption.install()
@@ -123,8 +99,8 @@ def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = N
         with jax.set_mesh(mesh):
             while step < config.training.num_train_steps:
                 profiler.at_step(step)
-                batch = data.to_global(next(train_iter), batch_sh)
-                state, metrics = step_fn(state, batch)
+                batch = program.place_batch(next(train_iter))
+                state, metrics = program.train_step(state, batch)
                 step += 1
                 steps_since += 1
                 if pending is not None:  # read the previous step's metrics: no sync on this one
@@ -136,15 +112,16 @@ def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = N
                     dt = time.time() - t_last
                     sps = steps_since / dt if dt > 0 else 0.0
                     vals.update(steps_per_sec=sps, clips_per_sec=sps * config.training.global_batch_size)
-                    if peak:
-                        vals["mfu"] = vals["clips_per_sec"] * flops_per_clip / (peak * mesh.size)
+                    if program.peak_flops:
+                        vals["mfu"] = program.mfu(sps)
                     writer.write(step, vals)
                     progress.report(step, vals)
                     last = {"step": step, **vals}
                     t_last, steps_since = time.time(), 0
                 eval_metrics = None
                 if step % config.training.eval_every == 0 or step == config.training.num_train_steps:
-                    eval_metrics = _evaluate(config, data, eval_fn, state, batch_sh) or None
+                    eval_metrics = program.eval_loss(state.ema_params,
+                                                     data.eval_batches(config.training.eval_batches)) or None
                     if eval_metrics:
                         writer.write(step, eval_metrics, kind="eval")
                         last.update(eval_metrics)
@@ -187,21 +164,6 @@ def _check_finite(pending: tuple[int, Any], last_good: int | None) -> None:
             "or check the data, then resume.")
 
 
-def _evaluate(config: Config, data: data_lib.TrainData, eval_fn, state, batch_sh) -> dict[str, float]:
-    totals = None
-    n = 0
-    for i, batch in enumerate(data.eval_batches(config.training.eval_batches)):
-        losses = eval_fn(state.ema_params, data.to_global(batch, batch_sh), jax.random.PRNGKey(1000 + i))
-        totals = losses if totals is None else totals + losses
-        n += 1
-    if n == 0:
-        return {}
-    per_level = np.asarray(jax.device_get(totals)) / n
-    out = {f"eval_loss_logsnr_{lv:g}": float(v) for lv, v in zip(config.evaluation.eval_logsnrs, per_level)}
-    out["eval_loss"] = float(np.mean(per_level))
-    return out
-
-
 class _Profiler:
     """Captures a jax.profiler trace between ``training.profile_steps = (start, stop)``."""
 
@@ -223,9 +185,9 @@ class _Profiler:
             self.active = False
 
 
-def _resume(config: Config, manager, state, state_sh, train_iter):
-    """Own workdir > explicit resume path > weights-only init > scratch."""
-    target = abstract_state(state_sh, state)
+def _resume(config: Config, manager, state, target, train_iter):
+    """Own workdir > explicit resume path > weights-only init > scratch (``target``: the abstract
+    state with this mesh's shardings)."""
     latest = manager.latest_step()
     if latest is not None:
         logging.info("resuming from own workdir, step %d", latest)
@@ -237,8 +199,6 @@ def _resume(config: Config, manager, state, state_sh, train_iter):
         other = ckpt.make_manager(path, config.training, read_only=True)
         step = other.latest_step()
         if step is None:
-            from vdm_jax.config import ConfigError
-
             field = "training.init_weights_from" if weights_only else "training.resume_from"
             raise ConfigError(field, f"no checkpoint found in {path}")
         restored, it = ckpt.restore(other, step, target, None if weights_only else train_iter)

@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from tensorboardX import SummaryWriter
+
 
 class MetricsWriter:
     def __init__(self, workdir: str, *, enabled: bool = True, total_steps: int = 0):
@@ -27,8 +29,6 @@ class MetricsWriter:
             if torn:  # a killed run's last line is cut short: start on a fresh line
                 self._jsonl.write("\n")
             try:
-                from tensorboardX import SummaryWriter
-
                 self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
             except Exception as e:  # TensorBoard is a convenience, never a reason to stop training.
                 print(f"warning: TensorBoard disabled: {e}", file=sys.stderr)
@@ -44,10 +44,6 @@ class MetricsWriter:
             for k, v in record.items():
                 if k not in ("step", "kind") and isinstance(v, (int, float)) and math.isfinite(v):
                     self._tb.add_scalar(f"{kind}/{k}", v, step)
-
-    def flush(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
 
     def close(self) -> None:
         if self._jsonl is not None:

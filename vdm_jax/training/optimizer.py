@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import optax
 
 from vdm_jax.config import LRSchedule, OptimizerConfig
@@ -33,6 +34,4 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> tuple[optax.Gradie
 
 def _decay_mask(params):
     """Weight decay on matrices/kernels only, never on biases, norms or embeddings' scales."""
-    import jax
-
     return jax.tree.map(lambda p: p.ndim >= 2, params)

@@ -1,32 +1,29 @@
-"""Prompts -> the model's text inputs, for sampling, evaluation and the periodic training samples.
+"""Prompts -> the model's text inputs, for sampling, evaluation and the periodic training samples:
+the one prompt encoder.
 
 - ``model.text_encoder='transformer'``: the training tokenizer -> ``tokens``/``token_mask``.
 - ``model.text_encoder='precomputed'``: the frozen T5 encoder of ``data.text_encoder_dir`` (the
   one the dataset's stored embeddings came from) -> ``text_embeddings``/``token_mask``. It is
   loaded once per process and directory, runs one jitted program, and caches each prompt.
 
-A negative prompt (classifier-free guidance's unconditional branch) is the same inputs under the
-key ``negative`` (see ``vdm_jax.diffusion.guidance``); without one the unconditional branch is
-the model's learned null text embedding.
+A negative prompt (classifier-free guidance's unconditional branch) is encoded the same way.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from vdm_jax.config import Config, ConfigError, DType, TextEncoderKind
-from vdm_jax.diffusion.guidance import NEGATIVE_KEY
+from vdm_jax.models import t5
 
 
 @functools.lru_cache(maxsize=4)
 def _frozen(directory: str, max_len: int, bf16: bool, mesh: Any, rules: tuple):
-    import jax.numpy as jnp
-
-    from vdm_jax.models import t5
-
     dt = jnp.bfloat16 if bf16 else jnp.float32
     return t5.FrozenTextEncoder(directory, max_len, batch_size=1, dtype=dt, param_dtype=dt, mesh=mesh,
                                 rules=rules)
@@ -39,15 +36,11 @@ def frozen_encoder(config: Config, mesh: Any = None):
     if not config.data.text_encoder_dir:
         raise ConfigError("data.text_encoder_dir", "must name the frozen T5 directory when "
                                                    "model.text_encoder='precomputed'")
-    import os
-
-    from vdm_jax.models.t5 import T5LoadError
-
     directory = os.path.abspath(os.path.expanduser(config.data.text_encoder_dir))
     try:
-        rules = tuple(tuple(r) for r in config.mesh.rules) if mesh is not None else ()
+        rules = config.mesh.rules if mesh is not None else ()
         enc = _frozen(directory, config.model.max_text_len, config.model.dtype == DType.BFLOAT16, mesh, rules)
-    except T5LoadError as e:
+    except t5.T5LoadError as e:
         raise ConfigError("data.text_encoder_dir", str(e)) from None
     if enc.d_model != config.model.precomputed_text_dim:
         raise ConfigError("model.precomputed_text_dim",
@@ -65,13 +58,3 @@ def encode_prompts(config: Config, tokenizer: Any, prompts: list[str], mesh: Any
     max_len = config.model.max_text_len
     toks, masks = zip(*(tokenizer.encode(p, max_len) for p in prompts))
     return {"tokens": np.stack(toks).astype(np.int32), "token_mask": np.stack(masks).astype(bool)}
-
-
-def with_negative(config: Config, tokenizer: Any, cond: dict[str, np.ndarray],
-                  negative_prompt: str | None, mesh: Any = None) -> dict[str, Any]:
-    """``cond`` plus the negative prompt's inputs (one row per prompt) under ``negative``; unchanged
-    when ``negative_prompt`` is empty or None (the learned null embedding is used)."""
-    if not negative_prompt:
-        return cond
-    n = len(next(iter(cond.values())))
-    return {**cond, NEGATIVE_KEY: encode_prompts(config, tokenizer, [negative_prompt] * n, mesh)}

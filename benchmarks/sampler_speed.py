@@ -1,6 +1,6 @@
 """Sampling speed: s/clip and ms/step with classifier-free guidance, vs one model forward.
 
-    python -m benchmarks.sampling --config=configs/moving_digits.py:smoke [--steps=25,50 --batch=4]
+    python -m benchmarks.sampler_speed --config=configs/moving_digits.py:smoke [--steps=25,50 --batch=4]
 
 The overhead ratio is (time of one sampler step) / (time of one model forward at batch 2B), both
 compiled, each the fastest of --repeats interleaved runs.  "marginal" ms/step is
@@ -10,6 +10,7 @@ Prints a table, then one JSON line (the last line of stdout).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -17,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from flax import nnx
 from ml_collections import config_flags
 
 from vdm_jax import config as vconfig
 from vdm_jax.diffusion import Schedule, sample
-from vdm_jax.models import VideoUNet
+from vdm_jax.models.plan import ModelPlan
+from vdm_jax.sharding.mesh import make_mesh
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/moving_digits.py:smoke", "Config file.",
                                           lock_config=True)
@@ -45,23 +46,13 @@ def _time_interleaved(calls: dict, repeats: int) -> dict:
     return {k: float(np.min(v)) for k, v in times.items()}  # the least-disturbed run
 
 
-def _make_denoiser(graphdef):
-    def denoise(state, z, logsnr, cond, drop):
-        model = nnx.merge(graphdef, state)
-        tokens, mask = (None, None) if cond is None else (cond["tokens"], cond["token_mask"])
-        return model(z, logsnr, tokens=tokens, token_mask=mask, drop_text=drop).prediction
-
-    return denoise
-
-
 def run(cfg: vconfig.Config, steps_list: list[int], batch: int, sampler: str, repeats: int) -> dict:
-    scfg = cfg.sampling if not sampler else vconfig.SamplerConfig(
-        **{**vconfig.to_dict(cfg.sampling), "name": sampler})
-    scfg = vconfig.from_configdict({**vconfig.to_dict(cfg), "sampling": vconfig.to_dict(scfg)}).sampling
-    graphdef, state = nnx.split(VideoUNet(cfg.model, rngs=nnx.Rngs(0)))
-    denoise = _make_denoiser(graphdef)
-    shape = (batch, cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution, cfg.model.in_channels)
-    text = cfg.model.text_encoder.value != "none"
+    scfg = dataclasses.replace(cfg.sampling, name=sampler) if sampler else cfg.sampling
+    plan = ModelPlan.create(cfg, make_mesh(cfg.mesh, jax.devices()[:1]))
+    state = jax.jit(plan.init_params)(jax.random.PRNGKey(0))
+    denoise = lambda params, z, logsnr, cond, drop: plan.denoiser(params)(z, logsnr, cond, drop)
+    shape = plan.video_shape(batch)
+    text = cfg.model.text_encoder != vconfig.TextEncoderKind.NONE
     length = cfg.model.max_text_len
     cond = {"tokens": jax.random.randint(jax.random.key(1), (batch, length), 1, cfg.model.vocab_size),
             "token_mask": jnp.ones((batch, length), bool)} if text else None
@@ -75,7 +66,7 @@ def run(cfg: vconfig.Config, steps_list: list[int], batch: int, sampler: str, re
               jnp.arange(fb) >= batch)
     calls = {"forward": lambda: fwd(*f_args)}
     for steps in steps_list:
-        s_cfg = vconfig.SamplerConfig(**{**scfg.__dict__, "steps": steps})
+        s_cfg = dataclasses.replace(scfg, steps=steps)
         fn = jax.jit(lambda st, key, c, s_cfg=s_cfg: sample(
             lambda z, lam, cc, d: denoise(st, z, lam, cc, d), shape=shape, rng=key, schedule=schedule,
             diffusion_cfg=cfg.diffusion, sampler_cfg=s_cfg, cond=c))

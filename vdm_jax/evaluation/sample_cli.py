@@ -1,4 +1,5 @@
-"""The sample CLI's library side: text to video, prediction and extension from a checkpoint alone.
+"""The sample CLI's library side (``launch.sample``): text to video, prediction and extension from
+a checkpoint alone.
 
 The model, diffusion and sampler settings come from the config saved with the checkpoint (no
 ``--config``); the tokenizer from the checkpoint's tokenizer item, or for a model trained on
@@ -21,16 +22,18 @@ from typing import Any
 import jax
 import numpy as np
 
+from data_pipelines.video_io import VIDEO_SUFFIXES, make_grid, read_frames, save_video, to_uint8, to_unit
+from vdm_jax import checkpointing as ckpt
 from vdm_jax.config import Config, ConfigError, replace
+from vdm_jax.diffusion.guidance import NEGATIVE_KEY
 from vdm_jax.evaluation import loading
 from vdm_jax.evaluation.generation import Generator
 from vdm_jax.evaluation.loading import EvalInputError
-from vdm_jax.evaluation.video_io import VIDEO_SUFFIXES, make_grid, save_video
-from vdm_jax.training import prompts
+from vdm_jax.models import prompts
+from vdm_jax.models.plan import ModelPlan
 
 _FLAG_OF_FIELD = {"sampling.name": "--sampler", "sampling.steps": "--steps",
                   "sampling.guidance_weight": "--guidance"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,25 +71,26 @@ def load_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[st
 def read_video(path: str, resolution: int) -> np.ndarray:
     """All frames of a video (or one image) as uint8 (T, resolution, resolution, 3): short side
     resized to ``resolution``, centre crop. Any failure names the file."""
-    from data_pipelines.video_io import decode_image, resize_center_crop
-
     if not os.path.isfile(path):
         raise EvalInputError(f"cannot read conditioning video {path}: no such file")
     try:
-        if path.lower().endswith(IMAGE_SUFFIXES):
-            return decode_image(path, resolution)[None]
-        import av
-
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise ValueError("no video stream")
-            frames = [resize_center_crop(f.to_ndarray(format="rgb24"), resolution)
-                      for f in container.decode(container.streams.video[0])]
+        frames = read_frames(path, resolution)
     except Exception as e:  # PyAV/Pillow raise many types for corrupt or foreign files
         raise EvalInputError(f"cannot read conditioning video {path}: {type(e).__name__}: {e}") from None
-    if not frames:
+    if not len(frames):
         raise EvalInputError(f"cannot read conditioning video {path}: no frames decoded")
-    return np.stack(frames)
+    return frames
+
+
+def with_negative(config: Config, tokenizer: Any, cond: dict[str, np.ndarray],
+                  negative_prompt: str | None, mesh: Any = None) -> dict[str, Any]:
+    """``cond`` plus the negative prompt's inputs (one row per prompt) under ``negative`` (what
+    ``vdm_jax.diffusion.guidance`` reads as the unconditional branch); unchanged when
+    ``negative_prompt`` is empty or None (the learned null embedding is used)."""
+    if not negative_prompt:
+        return cond
+    n = len(next(iter(cond.values())))
+    return {**cond, NEGATIVE_KEY: prompts.encode_prompts(config, tokenizer, [negative_prompt] * n, mesh)}
 
 
 def sampler_config(config: Config, req: SampleRequest) -> Config:
@@ -130,28 +134,27 @@ def run_sample(req: SampleRequest) -> dict[str, Any]:
         raise EvalInputError(f"--fps must be > 0, got {req.fps}")
     start = time.time()
     step = loading.resolve_step(req.workdir, req.step)
-    manager = loading.open_manager(req.workdir)
+    manager = ckpt.open_read_only(req.workdir)
     try:
         config = sampler_config(loading.saved_config(manager, step), req)
         frames, k = _check_request(req, config)
         context = _context(req, config, k)
         tokenizer = loading.saved_tokenizer(manager, step)
         loading.check_text_encoder(manager, step, config)
-        model = loading.build_inference_model(config, loading.inference_mesh(config))
-        params = loading.restore_ema_params(manager, step, model.abstract_params)
+        mesh = loading.inference_mesh(config)
+        plan = ModelPlan.create(config, mesh)
+        params = ckpt.restore_ema_params(manager, step, plan.abstract_params)
     finally:
         manager.close()
-    generator = Generator(config, model.bundle, config.sampling)
+    generator = Generator(plan)
     try:
-        cond = prompts.encode_prompts(config, tokenizer, list(req.prompts), model.mesh)
-        cond = prompts.with_negative(config, tokenizer, cond, req.negative_prompt, model.mesh)
+        cond = prompts.encode_prompts(config, tokenizer, list(req.prompts), mesh)
+        cond = with_negative(config, tokenizer, cond, req.negative_prompt, mesh)
     except ConfigError as e:
         raise EvalInputError(f"the checkpoint's text encoder: {e}") from None
     rng = jax.random.PRNGKey(req.seed)
-    with jax.set_mesh(model.mesh):
+    with jax.set_mesh(mesh):
         videos = _generate(generator, params, cond, rng, frames, k, context, len(req.prompts))
-    from vdm_jax.training.samples import to_uint8
-
     videos = to_uint8(videos)
     save_video(req.out, make_grid(list(videos), captions=list(req.prompts)), fps=req.fps)
     return {"path": req.out, "step": step, "videos": videos, "seconds": time.time() - start,
@@ -166,7 +169,7 @@ def _context(req: SampleRequest, config: Config, k: int) -> np.ndarray | None:
     if video.shape[0] < k:
         raise EvalInputError(f"conditioning video {req.cond_video} has {video.shape[0]} frame(s), fewer than "
                              f"--context_frames={k}")
-    return video[-k:].astype(np.float32) / 127.5 - 1.0
+    return to_unit(video[-k:])
 
 
 def _generate(generator: Generator, params: Any, cond: dict, rng: jax.Array, frames: int, k: int,
