@@ -113,7 +113,7 @@ class ConditionalLayout(nnx.Module):
     """
 
     def __init__(self, cond_dim: int, channels: int, grid: int, *, dtype, rngs: nnx.Rngs):
-        self.grid, self.channels = grid, channels
+        self.grid = grid
         self.proj = Dense(cond_dim, grid * grid * channels, ("embed", "mlp"), dtype=dtype, rngs=rngs,
                           kernel_init=nnx.initializers.zeros)
 
