@@ -20,8 +20,8 @@ from vdm_jax.sharding.mesh import make_mesh
 
 ZERO_INIT = {"temporal_conv": True, "frame_conditioning": True, "frame_embedding": True,
              "pixel_embedding": True, "layout_grid": 4}
-OPTION_PARAMS = {"temporal_conv", "frame_cond", "position", "layout"}
-ALL = {**ZERO_INIT, "mid_space_time_attention": True}
+OPTION_PARAMS = {"temporal_conv", "frame_cond", "position", "layout", "word_cond"}
+ALL = {**ZERO_INIT, "mid_space_time_attention": True, "word_conditioning": True}
 
 
 def _randomize(model, names, seed=7):
@@ -86,6 +86,34 @@ def test_layout_head_adds_a_per_frame_map_that_depends_on_text_not_on_the_input(
     other_tokens = inputs(seed=5)[2]
     other_text = head_term(x, other_tokens)
     assert float(jnp.abs(other_text - term).max(axis=(1, 2, 3, 4)).min()) > 1e-4
+
+
+def test_word_conditioning_is_the_sum_of_the_kept_tokens_word_vectors():
+    """The word term is order-free, ignores padded positions, vanishes for a dropped caption, and
+    changes the output for a one-word change from the first step (random init)."""
+    model = VideoUNet(dataclasses.replace(TINY, word_conditioning=True), rngs=nnx.Rngs(0))
+    table = model.word_cond[...]
+    assert float(table.std()) > 0.1  # random init: every word acts at once
+    _, _, tokens = inputs()
+    mask = tokens > 0
+    words = model._words(tokens, mask, None)
+    np.testing.assert_allclose(words, jnp.einsum("bl,bld->bd", mask.astype(jnp.float32), table[tokens]),
+                               rtol=1e-6)
+    reversed_words = model._words(tokens[:, ::-1], mask[:, ::-1], None)
+    np.testing.assert_allclose(reversed_words, words, rtol=1e-5, atol=1e-5)
+    padded = jnp.where(mask, tokens, 7)  # other ids under the mask's padding: no effect
+    np.testing.assert_allclose(model._words(padded, mask, None), words, rtol=1e-6)
+    dropped = model._words(tokens, mask, jnp.array([True, False]))
+    np.testing.assert_allclose(dropped[0], 0.0)
+    np.testing.assert_allclose(dropped[1], words[1], rtol=1e-6)
+    x, logsnr, _ = inputs()
+    model = _randomize(model, {"conv_out"})
+    changed = tokens.at[:, 0].set(tokens[:, 0] % (TINY.vocab_size - 1) + 1)
+    without = VideoUNet(TINY, rngs=nnx.Rngs(0))
+    nnx.update(without, nnx.state(model, nnx.Param).filter(lambda path, _: "word_cond" not in path))
+    gap = jnp.abs(_forward(model, x, logsnr, changed) - _forward(model, x, logsnr, tokens)).mean()
+    gap_without = jnp.abs(_forward(without, x, logsnr, changed) - _forward(without, x, logsnr, tokens)).mean()
+    assert float(gap) > 2 * float(gap_without)
 
 
 def test_layout_grid_must_divide_the_frame_size():

@@ -235,6 +235,9 @@ class ModelConfig(_Section):
     frame_text_pooling: bool = False  # per-frame text pooling: frame index in the pooling query
     frame_text_product: bool = False  # conditioning += Dense(pooled text) * Dense(frame index)
     text_bag_of_words: bool = False  # add the mean of directly learned word embeddings to the pooled text
+    # Word conditioning: the sum of a learned vector per caption token (random init), added to the
+    # conditioning vector beside the pooled text (token-id text encoders only; see BUILD_NOTES).
+    word_conditioning: bool = False
     # > 0: conditional layout head, a (layout_grid x layout_grid) map per frame, linear in the
     # frame's conditioning vector, added to the prediction (0 = off; must divide the frame size).
     layout_grid: int = 0

@@ -24,7 +24,7 @@ from vdm_jax.models.attention import (
     heads_for,
 )
 from vdm_jax.models.frames import ConditionalLayout, PositionEmbedding, TemporalConv, frame_index_embedding
-from vdm_jax.models.layers import SPATIAL_AXES, Conv3x3, Dense, GroupNorm, sinusoidal_embedding
+from vdm_jax.models.layers import SPATIAL_AXES, Conv3x3, Dense, GroupNorm, param, sinusoidal_embedding
 from vdm_jax.models.text import TextConditioning
 from vdm_jax.sharding.logical import Rules, constrain
 
@@ -157,6 +157,9 @@ class Resample(nnx.Module):
         return self.conv(x)
 
 
+WORD_INIT_STD = 0.5  # init of the word-conditioning table (``model.word_conditioning``)
+
+
 class VideoUNet(nnx.Module):
     """``model(x, logsnr, *, tokens, token_mask, text_embeddings, drop_text, frame_mask,
     deterministic) -> ModelOutput``; x is (B, T, H, W, C)."""
@@ -172,6 +175,15 @@ class VideoUNet(nnx.Module):
         self.has_text = cfg.text_encoder != TextEncoderKind.NONE
         self.text = TextConditioning(cfg, dtype=dt, rngs=rngs) if self.has_text else None
         self.text_to_cond = Dense(cfg.text_dim, cfg.cond_dim, dtype=dt, rngs=rngs) if self.has_text else None
+        # Word conditioning: each token id owns a vector in conditioning space (summed, not
+        # averaged), so a rare but decisive word (a motion direction) moves the FiLM of every block
+        # and the layout head at the optimizer's full per-parameter rate instead of through a shared
+        # projection of the pooled text. Random init (std WORD_INIT_STD): every word acts from the
+        # first step, so the readouts can learn to use it; a zero table gets no gradient through a
+        # zero-initialised layout head and stays near zero (BUILD_NOTES, "Word conditioning").
+        use_words = cfg.word_conditioning and cfg.text_encoder == TextEncoderKind.TRANSFORMER
+        self.word_cond = param(rngs, nnx.initializers.normal(WORD_INIT_STD), (cfg.vocab_size, cfg.cond_dim),
+                               ("vocab", "mlp")) if use_words else None
         self.time1 = Dense(base, cfg.cond_dim, dtype=dt, rngs=rngs)
         self.time2 = Dense(cfg.cond_dim, cfg.cond_dim, ("mlp", "embed"), dtype=dt, rngs=rngs)
         self.conv_in = Conv3x3(cfg.in_channels, base, dtype=dt, rngs=rngs, rules=rules,
@@ -243,6 +255,8 @@ class VideoUNet(nnx.Module):
                                                 frame_mask)
             text_cond = self.text_to_cond(pooled)  # (B, D), or (B, T, D) with frame_text_pooling
             cond = cond[:, None, :] + (text_cond if text_cond.ndim == 3 else text_cond[:, None, :])
+            if self.word_cond is not None and tokens is not None:
+                cond = cond + self._words(tokens, token_mask, drop_text)[:, None, :]
             if self.product_words is not None:
                 per_frame = self.product_frames(frame_index_embedding(frames, self.cfg.base_channels))
                 words = self.product_words(pooled)
@@ -253,6 +267,13 @@ class VideoUNet(nnx.Module):
             per_frame = self.frame_cond(frame_index_embedding(frames, self.cfg.base_channels))  # (T, D)
             cond = cond + per_frame[None] * frame_mask[..., None].astype(per_frame.dtype)
         return self.time2(jax.nn.silu(cond)), text, text_mask
+
+    def _words(self, tokens, token_mask, drop_text):
+        """(B, cond_dim): the sum of the caption tokens' word vectors (zero for a dropped caption)."""
+        keep = token_mask.astype(bool) if token_mask is not None else tokens > 0
+        if drop_text is not None:
+            keep = keep & ~drop_text.astype(bool)[:, None]
+        return jnp.einsum("bl,bld->bd", keep.astype(self.word_cond.dtype), self.word_cond[...][tokens])
 
     def __call__(self, x, logsnr, *, tokens=None, token_mask=None, text_embeddings=None, drop_text=None,
                  frame_mask=None, deterministic: bool = True) -> ModelOutput:
