@@ -238,7 +238,7 @@ def _write_mp4(path: str, frames: np.ndarray, fps: float) -> None:
             container.mux(packet)
 
 
-def _default_file_mode() -> int:
+def default_file_mode() -> int:
     """0666 minus the process umask (what ``open(path, "w")`` would give)."""
     try:
         with open("/proc/self/status") as f:  # Linux: read the umask without changing it
@@ -267,7 +267,7 @@ def save_video(path: str, frames: np.ndarray, fps: float = 8.0) -> str:
     os.close(fd)
     try:
         (_write_gif if suffix == ".gif" else _write_mp4)(tmp, frames, fps)
-        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; a video is a normal file
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; a video is a normal file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

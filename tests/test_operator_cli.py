@@ -13,12 +13,15 @@ import training_support as ts
 
 def test_videos_are_written_with_the_umask_permissions(tmp_path):
     from data_pipelines.video_io import save_video
+    from vdm_jax.evaluation.runner import _write_json_atomic
 
     previous = os.umask(0o022)
     try:
         for name in ("a.gif", "a.mp4"):
             path = save_video(str(tmp_path / name), np.zeros((4, 16, 16, 3), np.uint8))
             assert os.stat(path).st_mode & 0o777 == 0o644, name
+        _write_json_atomic(str(tmp_path / "metrics.json"), {"a": 1})
+        assert os.stat(tmp_path / "metrics.json").st_mode & 0o777 == 0o644
     finally:
         os.umask(previous)
 
