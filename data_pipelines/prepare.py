@@ -115,7 +115,7 @@ def main(argv):
     if cfg.dataset == "video_folder":
         report = video_folder.load_report(path)
         out.update({k: report[k] for k in ("videos_total", "videos_ok", "unreadable", "too_short", "missing",
-                                           "images_ok", "records")})
+                                           "unknown_type", "images_ok", "records")})
     print(json.dumps(out))
 
 

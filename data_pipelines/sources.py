@@ -20,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import moving_digits, records, tokenizers, video_folder
+from data_pipelines import manifest, moving_digits, records, tokenizers, video_folder
 from vdm_jax.config import DataConfig, TokenizerKind
 
 ENV_DATA_DIR = "VDM_DATA_DIR"
@@ -45,6 +46,8 @@ def moving_digits_config(data_cfg: DataConfig):
 
 
 def is_prepared(path: str) -> bool:
+    """A tfds dataset directory (``dataset_info.json``); the built-in datasets must also be complete
+    (:func:`data_pipelines.manifest.problem`)."""
     return os.path.isfile(os.path.join(path, "dataset_info.json"))
 
 
@@ -84,24 +87,40 @@ def ensure_prepared(data_cfg: DataConfig, *, num_workers: int = 0, progress: boo
     path = prepared_path(data_cfg)
     if path is None:
         return None
-    if not is_prepared(path):
-        if data_cfg.dataset == "moving_digits":
+    if data_cfg.dataset == "moving_digits":
+        if manifest.problem(path):
             with file_lock(os.path.join(resolve_data_dir(data_cfg), ".moving_digits.lock")):
-                if not is_prepared(path):
-                    moving_digits.build(resolve_data_dir(data_cfg), moving_digits_config(data_cfg))
-        elif data_cfg.dataset == "video_folder":
-            if not data_cfg.source_dir:
-                raise FileNotFoundError(f"no prepared video_folder dataset at {path} and data.source_dir "
-                                        "is empty: run `python -m data_pipelines.prepare "
-                                        "--dataset=video_folder`")
-            with file_lock(path + ".lock"):
+                why = manifest.problem(path)
+                if why:
+                    _build_moving_digits(data_cfg, path, why)
+    elif data_cfg.dataset == "video_folder":
+        if not data_cfg.source_dir:
+            why = manifest.problem(path)
+            if why:
+                raise FileNotFoundError(
+                    f"no complete video_folder dataset at {path} ({why}) and data.source_dir is empty: "
+                    "prepare it with `python -m data_pipelines.prepare --dataset=video_folder "
+                    "--source_dir=DIR ...`")
+        else:
+            with file_lock(path + ".lock"):  # reused if complete and its sources unchanged, else rebuilt
                 video_folder.prepare(video_folder.options_from_config(data_cfg), resolve_data_dir(data_cfg),
                                      num_workers=num_workers, progress=progress)
-        else:
-            raise FileNotFoundError(f"data.dataset={data_cfg.dataset!r}: {path} has no dataset_info.json")
+    elif not is_prepared(path):
+        raise FileNotFoundError(f"data.dataset={data_cfg.dataset!r}: {path} has no dataset_info.json")
     if data_cfg.tokenizer == TokenizerKind.SENTENCEPIECE:
         ensure_sentencepiece(path, data_cfg.sentencepiece_vocab_size)
     return path
+
+
+def _build_moving_digits(data_cfg: DataConfig, path: str, why: str) -> None:
+    """Generate ``moving_digits`` into ``path`` (a pure function of the config: an incomplete
+    directory is removed and generated again), then write its manifest."""
+    if os.path.exists(path):
+        print(f"moving_digits at {path} is incomplete ({why}): generating it again", flush=True)
+        shutil.rmtree(path)
+    cfg = moving_digits_config(data_cfg)
+    moving_digits.build(resolve_data_dir(data_cfg), cfg)
+    manifest.write(path, dataset="moving_digits", config=cfg.name)
 
 
 def ensure_sentencepiece(path: str, vocab_size: int) -> str:
@@ -146,12 +165,26 @@ def open_split(data_cfg: DataConfig, split: str, keys: tuple[str, ...] | None = 
     return open_split_from_dir(path, split)
 
 
+class DatasetReadError(OSError):
+    """A record of a prepared dataset cannot be read (one line naming the shard file)."""
+
+
+def _shard_file(builder, split: str, index: int) -> str:
+    """The shard file holding record ``index`` of ``split`` (best effort: the split's files)."""
+    try:
+        info = builder.info.splits[split]
+        bounds = np.cumsum(info.shard_lengths)
+        return os.fspath(info.filepaths[int(np.searchsorted(bounds, index, side="right"))])
+    except Exception:  # noqa: BLE001 - only used to name a file in an error message
+        return f"a shard of split {split!r} in {builder.data_dir}"
+
+
 class KeysSource:
     """Records of a prepared dataset with only ``keys`` decoded (the rest is skipped)."""
 
     def __init__(self, path: str, split: str, keys: tuple[str, ...]):
         self._args = (path, split, keys)
-        builder = tfds.builder_from_directory(path)
+        builder = self._builder = tfds.builder_from_directory(path)
         if split not in builder.info.splits:
             raise ValueError(f"split {split!r} not in dataset {path}; "
                              f"available: {sorted(builder.info.splits)}")
@@ -160,7 +193,12 @@ class KeysSource:
         if missing:
             raise KeyError(f"dataset {path} has no feature(s) {missing}; it has {sorted(features)}")
         self._features = tfds.features.FeaturesDict({k: features[k] for k in keys})
-        self._raw = builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+        try:
+            raw = tfds.decode.DeserializeMethod.RAW_BYTES
+            self._raw = builder.as_data_source(split, deserialize_method=raw)
+        except Exception as e:  # noqa: BLE001 - a shard that cannot be opened
+            raise DatasetReadError(f"cannot open split {split!r} of {path}: {type(e).__name__}: {e}; prepare "
+                                   "the dataset again (python -m data_pipelines.prepare ...)") from e
 
     def __reduce__(self):
         return (KeysSource, self._args)
@@ -169,7 +207,15 @@ class KeysSource:
         return len(self._raw)
 
     def __getitem__(self, index: int) -> dict:
-        return self._features.deserialize_example_np(self._raw[index])
+        try:
+            return self._features.deserialize_example_np(self._raw[index])
+        except Exception as e:  # noqa: BLE001 - a truncated or corrupt shard: name the file
+            split = self._args[1]
+            shard = _shard_file(self._builder, split, index)
+            raise DatasetReadError(
+                f"record {index} of split {split!r} cannot be read from {shard}: "
+                f"{type(e).__name__}: {' '.join(str(e).split())[:200]}; prepare the dataset again "
+                "(python -m data_pipelines.prepare ...)") from e
 
 
 class CatalogSource:

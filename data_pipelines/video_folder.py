@@ -10,9 +10,11 @@ and ``test`` (whole videos, chosen deterministically) of fixed-length clips (res
 (captioned images as T=1 records), in the same record schema as ``moving_digits``.
 
 Robustness: shards are written in parallel, each into a temp name renamed when complete, with
-a per-shard report; rerunning after an interruption keeps finished shards. Unreadable, corrupt
-and too-short videos are skipped and counted in ``prepare_report.json``; a captions file that
-names missing files raises (``on_missing='error'``) or skips and counts them (``'skip'``).
+a per-shard report; rerunning after an interruption keeps finished shards (of the same sources).
+The directory is complete only once its manifest (``vdm_complete.json``, with the sources' hash)
+is written, last; a stale or half-written one is prepared again, and an empty result is an error.
+Unreadable, corrupt and too-short videos are skipped and counted in ``prepare_report.json``; a
+captions file that names missing files raises (``on_missing='error'``) or skips and counts them (``'skip'``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
+import sys
 from typing import Any
 
 import numpy as np
@@ -31,11 +35,12 @@ import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 from tqdm import tqdm
 
-from data_pipelines import records, video_io
+from data_pipelines import manifest, records, video_io
 
 NAME = "video_folder"
 VERSION = "1.0.0"
 _REPORTS = ".shard_reports"
+_SOURCE_HASH = ".source_hash"  # the sources a (possibly unfinished) preparation is made from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,15 +262,36 @@ def _run_tasks(tasks: list[dict], num_workers: int, progress: bool) -> list[dict
 
 
 def prepare(opts: FolderOptions, data_dir: str, *, num_workers: int = 0, progress: bool = True) -> str:
-    """Prepare (or finish preparing) the dataset; returns its directory. Idempotent."""
-    opts.validate()
+    """Prepare (or finish preparing) the dataset; returns its directory. Idempotent.
+
+    A complete directory (its manifest, written last, lists every file with its size) prepared from
+    the same sources (names, sizes and mtimes of the captions file and every file it names) is
+    reused; a stale or broken one is prepared again. A result without a single clip or image is
+    an error.
+    """
     out_dir = dataset_dir(data_dir, opts)
-    if os.path.isfile(os.path.join(out_dir, "dataset_info.json")):
+    if not os.path.isdir(opts.source_dir) and manifest.problem(out_dir) is None:
+        print(f"warning: source_dir {opts.source_dir} is gone: using the dataset prepared from it at "
+              f"{out_dir}", file=sys.stderr)
         return out_dir
+    opts.validate()
     splits, missing, unknown = list_items(opts)
+    fingerprint = source_fingerprint(opts, splits)
+    why = manifest.problem(out_dir)
+    if why is None:
+        if manifest.read(out_dir).get("source_hash") == fingerprint:
+            return out_dir
+        why = "its source files changed since it was prepared"
     if not splits:
         raise ValueError(f"{captions_path(opts)}: no existing video or image files to prepare")
+    recorded = _read_text(os.path.join(out_dir, _SOURCE_HASH))
+    if os.path.isdir(out_dir) and (os.path.exists(os.path.join(out_dir, "dataset_info.json")) or
+                                   (recorded is not None and recorded != fingerprint)):
+        print(f"video_folder at {out_dir}: {why}: preparing it again", file=sys.stderr)
+        shutil.rmtree(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, _SOURCE_HASH), "w") as f:
+        f.write(fingerprint)
     for stale in os.listdir(out_dir):  # temp shards of an interrupted run (one preparer at a time)
         if stale.startswith(".tmp-"):
             os.remove(os.path.join(out_dir, stale))
@@ -278,10 +304,33 @@ def prepare(opts: FolderOptions, data_dir: str, *, num_workers: int = 0, progres
                                                num_bytes=0))
     report = _summary(opts, splits, reports, missing, unknown)
     _atomic_json(os.path.join(out_dir, records.REPORT_FILENAME), report)
+    if not sum(report["records"].values()):
+        images = len(splits.get(records.IMAGE_SPLIT, []))
+        raise ValueError(
+            f"video_folder: no clip or image could be prepared from the {report['videos_total']} video(s) "
+            f"and {images} image(s) captioned in {captions_path(opts)} (unreadable {report['unreadable']}, "
+            f"too short {report['too_short']}, missing {report['missing']}, unknown type "
+            f"{report['unknown_type']}); details in {os.path.join(out_dir, records.REPORT_FILENAME)}")
     tfds.folder_dataset.write_metadata(data_dir=out_dir, features=records.video_features(opts.resolution),
                                        split_infos=split_infos, check_data=False,
                                        description=f"video_folder from {opts.source_dir}")
+    manifest.write(out_dir, dataset=NAME, source_hash=fingerprint)
     return out_dir
+
+
+def source_fingerprint(opts: FolderOptions, splits: dict[str, list]) -> str:
+    """Hash of the captions file and every file it names that is prepared (path, size, mtime)."""
+    paths = [captions_path(opts)] + [p for items in splits.values() for p, _ in items]
+    options = {k: v for k, v in dataclasses.asdict(opts).items() if k != "name"}
+    return manifest.source_hash(paths, options)
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def _summary(opts, splits, reports, missing, unknown) -> dict:

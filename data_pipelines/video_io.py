@@ -238,6 +238,17 @@ def _write_mp4(path: str, frames: np.ndarray, fps: float) -> None:
             container.mux(packet)
 
 
+def default_file_mode() -> int:
+    """0666 minus the process umask (what ``open(path, "w")`` would give)."""
+    try:
+        with open("/proc/self/status") as f:  # Linux: read the umask without changing it
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_video(path: str, frames: np.ndarray, fps: float = 8.0) -> str:
     """Write frames (T, H, W, 3) (uint8 or [-1, 1] float, e.g. a ``make_grid`` output) to .gif/.mp4.
 
@@ -256,6 +267,7 @@ def save_video(path: str, frames: np.ndarray, fps: float = 8.0) -> str:
     os.close(fd)
     try:
         (_write_gif if suffix == ".gif" else _write_mp4)(tmp, frames, fps)
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; a video is a normal file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -7,6 +7,7 @@ locked, so a misspelled field is refused.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -51,8 +52,9 @@ def parse_flags(argv: list[str]) -> list[str]:
 
     A misspelled ``--config.a.b=v`` (the ConfigDict is locked) names the field that does not exist.
     """
+    _check_config_path(argv)
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
     except flags.Error as e:
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         # A config file that raised: keep the flag line and the exception line, drop the traceback.
@@ -63,3 +65,25 @@ def parse_flags(argv: list[str]) -> list[str]:
         detail = str(e).strip("\"'")
         sys.exit(f"error: invalid config override ({', '.join(bad) or 'see --config'}): "
                  f"no such field or bad value: {detail}")
+    if "workdir" in FLAGS and FLAGS["workdir"].value:
+        workdir = FLAGS["workdir"].value
+        if os.path.exists(workdir) and not os.path.isdir(workdir):
+            sys.exit(f"error: --workdir={workdir} is a file, not a directory")
+    return rest
+
+
+def _check_config_path(argv: list[str]) -> None:
+    """``--config=FILE[:ARG]`` names a readable file (not a directory): one line otherwise."""
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.startswith("--config="):
+            spec = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            spec = argv[i + 1]
+        else:
+            continue
+        path = spec.split(":", 1)[0]
+        if os.path.isdir(path):
+            sys.exit(f"error: --config={spec}: {path} is a directory, not a config file "
+                     "(e.g. configs/moving_digits.py)")
+        if not os.path.isfile(path):
+            sys.exit(f"error: --config={spec}: no such config file {path}")

@@ -14,6 +14,7 @@ checkpoints, on whatever devices this job has. Skip FVD (I3D at 224x224, slow on
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -22,6 +23,7 @@ from launch import cli
 from vdm_jax.config import ConfigError
 from vdm_jax.evaluation import loading, runner
 from vdm_jax.training.program import TrainProgram
+from vdm_jax.workdir_lock import EVAL_LOCK, WorkdirLock, WorkdirLockedError
 
 _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir (holds checkpoints/).")
@@ -32,7 +34,23 @@ _UNTIL = flags.DEFINE_integer(
 _MAX_IDLE = flags.DEFINE_float("max_idle_seconds", 0.0,
                                "--follow exits after this long without a new checkpoint (0: never).")
 _POLL = flags.DEFINE_float("poll_seconds", None, "Poll interval (default: evaluation.follow_poll_seconds).")
+_FORCE_UNLOCK = flags.DEFINE_bool("force_unlock", False, "Take over WORKDIR/eval/eval.lock even if another "
+                                                          "host or a live process holds it.")
 flags.mark_flags_as_required(["workdir"])
+
+
+def _lock_outputs(workdir: str) -> WorkdirLock:
+    """Before any compute: the outputs' directory is writable and no other evaluation job writes it
+    (training and other readers of the checkpoints are never blocked)."""
+    if not os.path.isdir(workdir) and not _FOLLOW.value:  # --follow may start before training
+        sys.exit(f"error: --workdir={workdir}: no such directory")
+    out = runner.eval_dir(workdir)
+    try:
+        return WorkdirLock(out, EVAL_LOCK, force=_FORCE_UNLOCK.value).acquire()
+    except WorkdirLockedError as e:
+        sys.exit(f"error: {e}")
+    except OSError as e:
+        sys.exit(f"error: cannot write the evaluation's outputs to {out}: [Errno {e.errno}] {e.strerror}")
 
 
 def main(argv: list[str]) -> None:
@@ -41,6 +59,14 @@ def main(argv: list[str]) -> None:
     config = cli.typed_config(_CONFIG.value)
     if _FOLLOW.value and _STEP.value != "latest":
         sys.exit("error: --step and --follow are exclusive (--follow evaluates every step)")
+    lock = _lock_outputs(_WORKDIR.value)
+    try:
+        _evaluate(config)
+    finally:
+        lock.release()
+
+
+def _evaluate(config) -> None:
     # The model's programs: training's, for this config on the devices of this job.
     program = TrainProgram.create(config, loading.inference_mesh(config))
     try:

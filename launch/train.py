@@ -10,6 +10,7 @@ then `vdm_jax.training.loop.train_and_evaluate(config, workdir)`.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import jax
@@ -18,7 +19,11 @@ from absl import app, flags, logging
 from launch import cli, distributed
 from vdm_jax import xla_flags
 from vdm_jax.config import ConfigError
+from vdm_jax.config_drift import ConfigDriftError
 from vdm_jax.training.loop import train_and_evaluate
+from vdm_jax.training.resume import CheckpointRestoreError
+from vdm_jax.training.stopping import CheckpointSaveError, RunInterrupted
+from vdm_jax.workdir_lock import WorkdirLockedError
 
 _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
@@ -26,6 +31,11 @@ _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 (multi-process runs); default: auto-detect.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of JAX processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
+_FORCE_UNLOCK = flags.DEFINE_bool(
+    "force_unlock", False, "Take over WORKDIR/train.lock even if another host or a live process holds it.")
+_STRICT_RESUME = flags.DEFINE_bool(
+    "strict_resume", False, "Refuse to resume when the latest checkpoint cannot be restored (default: "
+                            "fall back to the newest older one that can, keeping the damaged one).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -41,9 +51,15 @@ def main(argv: list[str]) -> None:
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices()[0].platform)
     try:
-        train_and_evaluate(config, _WORKDIR.value)
-    except ConfigError as e:
+        train_and_evaluate(config, _WORKDIR.value, force_unlock=_FORCE_UNLOCK.value,
+                           strict_resume=_STRICT_RESUME.value)
+    except (ConfigError, ConfigDriftError, WorkdirLockedError, CheckpointRestoreError) as e:
         sys.exit(f"error: {e}")
+    except (CheckpointSaveError, RunInterrupted) as e:
+        # orbax's background threads may still wait on the failed save: do not join them.
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        logging.flush()
+        os._exit(143 if isinstance(e, RunInterrupted) else 1)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     configs, launch, benchmarks, scripts       entry points (config files import only vdm_jax.config)
       -> vdm_jax.training, vdm_jax.evaluation   (never each other)
       -> vdm_jax.models -> vdm_jax.sharding; vdm_jax.diffusion; data_pipelines
-      -> vdm_jax.config, vdm_jax.checkpointing, vdm_jax.hardware, vdm_jax.xla_flags (leaves)
+      -> vdm_jax.config, vdm_jax.checkpointing, vdm_jax.config_drift, vdm_jax.workdir_lock,
+         vdm_jax.hardware, vdm_jax.xla_flags (leaves)
 
 data_pipelines imports nothing of vdm_jax but vdm_jax.config; the leaves nothing but
 vdm_jax.config.
@@ -18,7 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SUBPACKAGES = ("training", "evaluation", "models", "diffusion", "sharding")
-LEAVES = {"vdm_jax.config", "vdm_jax.checkpointing", "vdm_jax.hardware", "vdm_jax.xla_flags"}
+LEAVES = {"vdm_jax.config", "vdm_jax.checkpointing", "vdm_jax.config_drift", "vdm_jax.workdir_lock",
+          "vdm_jax.hardware", "vdm_jax.xla_flags"}
 CORE = {"vdm_jax.models", "vdm_jax.diffusion", "vdm_jax.sharding", "data_pipelines"} | LEAVES
 APPS = {"vdm_jax.training", "vdm_jax.evaluation"} | CORE
 # What each package may import of the project (besides itself).
@@ -30,7 +32,8 @@ ALLOWED = {
     "vdm_jax.diffusion": {"vdm_jax.config"},
     "vdm_jax.sharding": {"vdm_jax.config"},
     "data_pipelines": {"vdm_jax.config"},
-    "vdm_jax.checkpointing": {"vdm_jax.config"},
+    "vdm_jax.checkpointing": {"vdm_jax.config"}, "vdm_jax.config_drift": {"vdm_jax.config"},
+    "vdm_jax.workdir_lock": set(),
     "vdm_jax.config": set(), "vdm_jax.hardware": set(), "vdm_jax.xla_flags": set(), "vdm_jax": set(),
 }
 

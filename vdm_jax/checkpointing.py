@@ -46,6 +46,9 @@ def make_manager(directory: str, cfg: TrainingConfig, *, read_only: bool = False
         enable_async_checkpointing=cfg.async_checkpointing,
         create=not read_only,
         read_only=read_only,
+        # Step directories are created in the calling thread: an unwritable checkpoints/ fails the
+        # save() call at once instead of a background thread that the others wait on for minutes.
+        async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
         # Preemption: save when JAX's preemption sync point is reached (multi-host clusters).
         save_decision_policy=cm.AnySavePolicy([
             cm.FixedIntervalPolicy(cfg.checkpoint_every),

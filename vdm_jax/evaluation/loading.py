@@ -19,11 +19,8 @@ from data_pipelines import tokenizers
 from data_pipelines.text_embeddings import TextEmbeddingsError, encoder_identity
 from vdm_jax import checkpointing as ckpt
 from vdm_jax.config import Config, ConfigError, MeshConfig, from_configdict, to_dict
+from vdm_jax.config_drift import RUNTIME_MODEL_FIELDS
 from vdm_jax.sharding.mesh import make_mesh
-
-# Model fields that are runtime choices (how the same weights are computed), not architecture.
-RUNTIME_MODEL_FIELDS = frozenset({"attention_backend", "cudnn_min_seq_len", "dtype", "remat",
-                                  "fast_cpu_conv_grad", "dropout"})
 
 
 class EvalInputError(ValueError):

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from data_pipelines.video_io import make_grid, save_video
+from data_pipelines.video_io import default_file_mode, make_grid, save_video
 from vdm_jax import checkpointing as ckpt
 from vdm_jax.config import to_dict
 from vdm_jax.evaluation import loading, summary, tasks
@@ -83,6 +83,7 @@ def _write_json_atomic(path: str, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".json.tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, allow_nan=False)
+    os.chmod(tmp, default_file_mode())  # mkstemp makes 0600
     os.replace(tmp, path)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from data_pipelines.video_io import VIDEO_SUFFIXES, make_grid, read_frames, save_video, to_uint8, to_unit
 from vdm_jax import checkpointing as ckpt
-from vdm_jax.config import Config, ConfigError, replace
+from vdm_jax.config import Config, ConfigError, TextEncoderKind, replace
 from vdm_jax.diffusion.guidance import NEGATIVE_KEY
 from vdm_jax.evaluation import loading
 from vdm_jax.evaluation.generation import Generator
@@ -59,12 +60,30 @@ def load_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[st
     out = [p for p in (prompts or []) if p.strip()]
     if prompts_file:
         try:
-            with open(prompts_file) as f:
+            with open(prompts_file, encoding="utf-8") as f:
                 out += [line.strip() for line in f if line.strip()]
         except OSError as e:
             raise EvalInputError(f"cannot read --prompts_file {prompts_file}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise EvalInputError(f"cannot read --prompts_file {prompts_file}: not UTF-8 text (byte "
+                                 f"{e.start}: {e.reason})") from None
     if not out:
         raise EvalInputError("give at least one --prompt or a --prompts_file with one prompt per line")
+    return out
+
+
+def warn_truncated(config: Config, tokenizer: Any, texts: list[str]) -> list[str]:
+    """Warn (stderr) about each prompt longer than ``model.max_text_len`` tokens, which the model
+    reads cut short; returns the warnings. (Frozen-encoder models tokenize inside the encoder.)"""
+    if config.model.text_encoder != TextEncoderKind.TRANSFORMER:
+        return []
+    limit, out = config.model.max_text_len, []
+    for text in texts:
+        count = int(np.sum(tokenizer.encode(text, len(text.encode()) * 4 + 8)[1]))  # with BOS and EOS
+        if count > limit:
+            out.append(f"warning: prompt {text[:60]!r}{'...' if len(text) > 60 else ''} has {count} tokens "
+                       f"(with BOS/EOS) but the model reads {limit} (model.max_text_len): it is truncated")
+            print(out[-1], file=sys.stderr, flush=True)
     return out
 
 
@@ -147,6 +166,7 @@ def run_sample(req: SampleRequest) -> dict[str, Any]:
     finally:
         manager.close()
     generator = Generator(plan)
+    warn_truncated(config, tokenizer, [*req.prompts, *([req.negative_prompt] if req.negative_prompt else [])])
     try:
         cond = prompts.encode_prompts(config, tokenizer, list(req.prompts), mesh)
         cond = with_negative(config, tokenizer, cond, req.negative_prompt, mesh)

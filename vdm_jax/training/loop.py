@@ -10,10 +10,7 @@ guard; profiler trace.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import threading
 import time
 from typing import Any
 
@@ -22,45 +19,31 @@ import numpy as np
 from absl import logging
 
 from vdm_jax import checkpointing as ckpt
-from vdm_jax.config import Config, ConfigError, to_dict
+from vdm_jax import config_drift
+from vdm_jax.config import Config, ConfigError, from_configdict, to_dict
 from vdm_jax.sharding.mesh import describe, make_mesh
+from vdm_jax.training import resume, stopping
 from vdm_jax.training.data import TrainData
 from vdm_jax.training.metrics_writer import MetricsWriter, Progress
+from vdm_jax.training.optimizer import learning_rate_schedule
 from vdm_jax.training.periodic_samples import PeriodicSampler
 from vdm_jax.training.program import TrainProgram
+from vdm_jax.workdir_lock import TRAIN_LOCK, WorkdirLock
 
 
 class NonFiniteLossError(FloatingPointError):
     pass
 
 
-class _Preemption:
-    """SIGTERM sets a flag; the loop saves at the next step boundary and exits cleanly."""
-
-    def __init__(self):
-        self.requested = threading.Event()
-        self._previous = None
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, lambda *_: self.requested.set())
-
-    def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def write_config(config: Config, workdir: str) -> None:
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(to_dict(config), f, indent=2)
-
-
-def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = None) -> dict[str, Any]:
+def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = None,
+                       force_unlock: bool = False, strict_resume: bool = False) -> dict[str, Any]:
     """Train ``config`` in ``workdir`` (resuming if possible). Returns the last logged metrics.
 
     ``devices`` (default: all of ``jax.devices()``) are the devices the mesh is built from.
+    The workdir is locked for the run (``force_unlock`` takes over a lock held by another host or a
+    live process); resuming checks the new config against the checkpoint's before anything is
+    written and falls back to an older checkpoint when the latest is damaged (``strict_resume``:
+    refuse instead).
     """
     mesh = make_mesh(config.mesh, devices)
     data_shards = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -70,24 +53,54 @@ def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = N
                           f"{data_shards} times microbatches={config.training.microbatches}")
     primary = jax.process_index() == 0
     logging.info("mesh: %s", describe(mesh))
-    write_config(config, workdir)
+    _check_workdir_path(workdir)
+    lock = WorkdirLock(workdir, TRAIN_LOCK, force=force_unlock)
+    if primary:
+        lock.acquire()
+    try:
+        return _train(config, workdir, mesh, primary, strict_resume)
+    finally:
+        lock.release()
+
+
+def _check_workdir_path(workdir: str) -> None:
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError("--workdir", f"{workdir} exists and is not a directory")
+
+
+def _train(config: Config, workdir: str, mesh, primary: bool, strict_resume: bool) -> dict[str, Any]:
+    # Before anything is written: the config against the one the checkpoints were trained with.
+    saved = resume.saved_config(workdir)
+    changes = config_drift.check_resume(saved[1], config, step=saved[0], workdir=workdir) if saved else []
+    archived = resume.write_config(config, workdir)
+    ckpt_dir = ckpt.checkpoint_dir(workdir)
+    if primary:
+        stopping.check_writable(ckpt_dir)
 
     data = TrainData.create(config)
     program = TrainProgram.create(config, mesh)
     logging.info("model: %.2fM parameters", program.model.num_params / 1e6)
     state = program.init_state()
 
-    manager = ckpt.make_manager(ckpt.checkpoint_dir(workdir), config.training)
     train_iter = data.train_iterator()
-    state, train_iter = _resume(config, manager, state, program.abstract_state, train_iter)
+    state, train_iter, resumed = _resume(config, workdir, state, program.abstract_state, train_iter,
+                                         strict=strict_resume)
+    manager = ckpt.make_manager(ckpt_dir, config.training)  # after a damaged checkpoint was moved aside
     start_step = int(state.step)
 
+    superseded = resume.metrics_superseded(workdir, start_step) if resumed is not None else []
     writer = MetricsWriter(workdir, enabled=primary, total_steps=config.training.num_train_steps)
+    if resumed is not None:
+        writer.write(start_step, {"checkpoint": resumed[0], "source": resumed[1],
+                                  "damaged_skipped": resumed[2], "superseded_steps": superseded},
+                     kind="resume")
+    if changes:
+        _record_config_change(writer, config, saved[1], changes, start_step, archived)
     progress = Progress(config.training.num_train_steps, start_step, enabled=primary)
     sampler = PeriodicSampler(program, data, workdir)
-    preemption = _Preemption()
+    signals = stopping.StopSignals()
     profiler = _Profiler(config.training.profile_steps, workdir)
-    preemption.install()
+    signals.install()
     tokenizer_spec = data.tokenizer_spec()
     cfg_dict = to_dict(config)
     last: dict[str, Any] = {}
@@ -95,6 +108,7 @@ def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = N
     t_last, steps_since = time.time(), 0
     step = start_step
     last_good_ckpt = manager.latest_step()
+    abandon = False  # a failed save or a signal during a wait: do not wait on orbax again
     try:
         with jax.set_mesh(mesh):
             while step < config.training.num_train_steps:
@@ -128,27 +142,91 @@ def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = N
                 if config.training.sample_every and (step % config.training.sample_every == 0 or
                                                      step == config.training.num_train_steps):
                     sampler.run(state.ema_params, step)
-                stop = preemption.requested.is_set()
+                stop = signals.requested.is_set()
                 force = stop or step == config.training.num_train_steps
                 if manager.should_save(step) or force:
                     _check_finite((step, metrics), last_good_ckpt)  # never checkpoint a NaN/Inf state
-                    ckpt.save(manager, step, state, train_iter, cfg_dict, tokenizer_spec,
-                              metrics={ckpt.EVAL_METRIC: eval_metrics["eval_loss"]} if eval_metrics else None,
-                              force=force)
+                    _save(manager, signals, ckpt_dir, primary, step, state, train_iter, cfg_dict,
+                          tokenizer_spec, eval_metrics, force)
                     last_good_ckpt = step
                 if stop:
                     logging.warning("SIGTERM received: saved step %d, exiting", step)
                     break
             if pending is not None:
                 _check_finite(pending, last_good_ckpt)
+            _finish_saves(manager, signals, ckpt_dir, last_good_ckpt)
+    except (stopping.CheckpointSaveError, stopping.RunInterrupted) as e:
+        abandon = True
+        good = _last_complete(ckpt_dir)
+        writer.write(step, {"error": str(e), "last_good_checkpoint": good}, kind="stopped")
+        logging.error("%s; the last complete checkpoint is step %s: steps after it are lost", e, good)
+        raise
     finally:
-        manager.wait_until_finished()
-        manager.close()
-        writer.close()
-        preemption.uninstall()
-        profiler.stop()
+        try:
+            if not abandon:  # an in-flight save of a good state completes (interruptible)
+                with signals.waiting():
+                    manager.wait_until_finished()
+                    manager.close()
+        finally:
+            writer.close()
+            signals.uninstall()
+            profiler.stop()
     logging.info("done at step %d", step)
     return last
+
+
+def _save(manager, signals, ckpt_dir, primary, step, state, train_iter, cfg_dict, tokenizer_spec,
+          eval_metrics, force) -> None:
+    """One checkpoint; a failure is a :class:`stopping.CheckpointSaveError` at once."""
+    if primary:
+        stopping.check_writable(ckpt_dir)
+    try:
+        with signals.waiting():  # orbax waits here for the previous async save
+            manager.check_for_errors()
+            ckpt.save(manager, step, state, train_iter, cfg_dict, tokenizer_spec,
+                      metrics={ckpt.EVAL_METRIC: eval_metrics["eval_loss"]} if eval_metrics else None,
+                      force=force)
+    except (stopping.RunInterrupted, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever orbax raised: one line with the path
+        raise stopping.save_error(step, ckpt_dir, e) from e
+
+
+def _finish_saves(manager, signals, ckpt_dir, step) -> None:
+    """Wait for the last async save and surface its error (interruptible)."""
+    try:
+        with signals.waiting():
+            manager.wait_until_finished()
+            manager.check_for_errors()
+    except (stopping.RunInterrupted, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise stopping.save_error(step, ckpt_dir, e) from e
+
+
+def _last_complete(ckpt_dir: str) -> int | None:
+    steps = [int(p) for p in os.listdir(ckpt_dir) if p.isdigit()] if os.path.isdir(ckpt_dir) else []
+    return max(steps) if steps else None
+
+
+def _record_config_change(writer, config: Config, saved: dict, changes, step: int,
+                          archived: str | None) -> None:
+    """A ``config_change`` record: every changed field (from, to) and the learning rate at ``step``
+    under the old and the new schedule (the documented rule: the new schedule as a function of the
+    step, from the resumed step on)."""
+    record: dict[str, Any] = {"changes": {f: {"from": a, "to": b} for f, a, b in changes},
+                              "previous_config": archived}
+    if any(f in config_drift.LR_FIELDS for f, _, _ in changes):
+        try:
+            old = from_configdict(saved)
+            before = float(learning_rate_schedule(old.optimizer, old.training.num_train_steps)(step))
+        except (ConfigError, TypeError, ValueError):
+            before = None
+        after = float(learning_rate_schedule(config.optimizer, config.training.num_train_steps)(step))
+        record["learning_rate"] = {"from": before, "to": after}
+    for f, a, b in changes:
+        logging.warning("config change on resume at step %d: %s %r -> %r", step, f, a, b)
+    writer.write(step, record, kind="config_change")
 
 
 def _check_finite(pending: tuple[int, Any], last_good: int | None) -> None:
@@ -185,13 +263,15 @@ class _Profiler:
             self.active = False
 
 
-def _resume(config: Config, manager, state, target, train_iter):
-    """Own workdir > explicit resume path > weights-only init > scratch (``target``: the abstract
-    state with this mesh's shardings)."""
-    latest = manager.latest_step()
-    if latest is not None:
-        logging.info("resuming from own workdir, step %d", latest)
-        return ckpt.restore(manager, latest, target, train_iter)
+def _resume(config: Config, workdir: str, state, target, train_iter, *, strict: bool):
+    """Own workdir (the newest checkpoint that works) > explicit resume path > weights-only init >
+    scratch (``target``: the abstract state with this mesh's shardings). The third value is
+    (step, source, damaged steps skipped) when training resumes, else None."""
+    own = resume.restore_latest_working(workdir, config.training, target, train_iter, strict=strict)
+    if own is not None:
+        restored, it, step, damaged = own
+        logging.info("resuming from own workdir, step %d", step)
+        return restored, it, (step, "workdir", damaged)
     for path, weights_only in ((config.training.resume_from, False),
                                (config.training.init_weights_from, True)):
         if not path:
@@ -205,7 +285,7 @@ def _resume(config: Config, manager, state, target, train_iter):
         other.close()
         if weights_only:
             logging.info("weights-only init from %s step %d", path, step)
-            return state.replace(params=restored.params, ema_params=restored.ema_params), train_iter
+            return state.replace(params=restored.params, ema_params=restored.ema_params), train_iter, None
         logging.info("resuming from %s step %d", path, step)
-        return restored, it
-    return state, train_iter
+        return restored, it, (step, path, [])
+    return state, train_iter, None
