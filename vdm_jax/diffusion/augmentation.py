@@ -26,7 +26,8 @@ def augment(low_res: jax.Array, aug_logsnr: jax.Array, noise: jax.Array) -> jax.
     return q_sample(low_res.astype(jnp.float32), aug_logsnr, noise.astype(jnp.float32))
 
 
-def augmented_inputs(low_res: jax.Array, aug_logsnr: jax.Array | float, rng: jax.Array) -> dict[str, jax.Array]:
+def augmented_inputs(low_res: jax.Array, aug_logsnr: jax.Array | float, rng: jax.Array
+                     ) -> dict[str, jax.Array]:
     """``{"low_res", "aug_logsnr"}`` for a stage at a fixed level (sampling, evaluation): the video
     noised once with noise from ``rng``."""
     b = low_res.shape[0]

@@ -38,6 +38,17 @@ def low_res_shape(cfg: ModelConfig, shape: tuple[int, ...]) -> tuple[int, ...]:
     raise ValueError("model.conditioning='none': a base model has no conditioning video")
 
 
+def output_shape(cfg: ModelConfig, low_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The stage's output shape (B, T, H, W, C) for a conditioning video of ``low_shape``."""
+    b, t, h, w, c = low_shape
+    f = cfg.conditioning_factor
+    if cfg.conditioning == StageKind.SPATIAL_SR:
+        return (b, t, h * f, w * f, c)
+    if cfg.conditioning == StageKind.TEMPORAL_SR:
+        return (b, t * f, h, w, c)
+    raise ValueError("model.conditioning='none': a base model has no conditioning video")
+
+
 def upsample_bilinear(video: jax.Array, factor: int) -> jax.Array:
     """(B, T, h, w, C) -> (B, T, h*factor, w*factor, C), bilinear (half-pixel centres)."""
     b, t, h, w, c = video.shape

@@ -177,8 +177,8 @@ class VideoUNet(nnx.Module):
         self.time2 = Dense(cfg.cond_dim, cfg.cond_dim, ("mlp", "embed"), dtype=dt, rngs=rngs)
         # A cascade stage reads its conditioning video concatenated with z on channels.
         self.stage = StageConditioning(cfg, dtype=dt, rngs=rngs) if is_stage(cfg) else None
-        self.conv_in = Conv3x3(cfg.in_channels * (2 if is_stage(cfg) else 1), base, dtype=dt, rngs=rngs, rules=rules,
-                               fast_cpu_grad=cfg.fast_cpu_conv_grad)
+        self.conv_in = Conv3x3(cfg.in_channels * (2 if is_stage(cfg) else 1), base, dtype=dt, rngs=rngs,
+                               rules=rules, fast_cpu_grad=cfg.fast_cpu_conv_grad)
         pos_init = nnx.initializers.zeros if cfg.position_zero_init else None
         self.frame_cond = Dense(base, cfg.cond_dim, dtype=dt, rngs=rngs, kernel_init=pos_init,
                                 use_bias=False) if cfg.frame_conditioning else None

@@ -225,7 +225,7 @@ def draw_noise(rng: jax.Array, batch: dict[str, jax.Array], *, config: Config, s
              "noise": jax.random.normal(n_rng, video.shape, jnp.float32)}
     if train and config.training.text_drop_prob > 0 and config.model.text_encoder != TextEncoderKind.NONE:
         draws["drop_text"] = jax.random.bernoulli(d_rng, config.training.text_drop_prob, (b,))
-    if is_stage(config.model):  # noise augmentation of the conditioning video (own keys: base draws unchanged)
+    if is_stage(config.model):  # augmentation of the conditioning video (own keys: base draws unchanged)
         m = config.model
         a_rng, an_rng = jax.random.split(jax.random.fold_in(rng, 3))
         lo, hi = ((m.noise_aug_logsnr_min, m.noise_aug_logsnr_max) if train else
