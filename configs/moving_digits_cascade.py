@@ -46,14 +46,13 @@ def get_config(arg: str | None = None):
         c.training.checkpoint_every = 200
         c.training.eval_every = 200
         c.training.sample_every = 200
-        c.evaluation.num_prediction_clips = 16
-    if a.smoke:
+    if a.smoke:  # after the smoke base model (4 frames of 16x16): SSR to 32x32, TSR from 2 frames
         c.name += "_smoke"
         c.data.num_frames = 4
-        c.data.resolution = 16
+        c.data.resolution = 16 if a.tsr else 32
         c.model.base_channels = 8
         c.model.channel_mults = (1, 2)
-        c.model.attention_resolutions = (8,)
+        c.model.attention_resolutions = (8,) if a.tsr else (16,)
         c.model.head_dim = 8
         c.training.num_train_steps = 4
         c.training.checkpoint_every = 2
