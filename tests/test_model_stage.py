@@ -153,3 +153,17 @@ def test_stage_inputs_exact_under_mesh(devices8, axes):
     np.testing.assert_allclose(pred, ref_pred, rtol=1e-4, atol=1e-5)
     for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
         np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-4 * float(jnp.abs(r).max()) + 1e-8)
+
+
+@pytest.mark.parametrize("module, arg, kind, shape", [
+    ("moving_digits_cascade", "ssr", "spatial_sr", (8, 32)),
+    ("moving_digits_cascade", "tsr", "temporal_sr", (8, 16)),
+    ("moving_digits_cascade", "ssr,smoke", "spatial_sr", (4, 32)),
+    ("vdm_t2v_cascade", "ssr", "spatial_sr", (16, 128)),
+    ("vdm_t2v_cascade", "tsr", "temporal_sr", (16, 64)),
+])
+def test_cascade_recipes_are_valid_stages(module, arg, kind, shape):
+    import importlib
+
+    cfg = from_configdict(importlib.import_module(f"configs.{module}").get_config(arg))
+    assert cfg.model.conditioning.value == kind and (cfg.data.num_frames, cfg.data.resolution) == shape

@@ -23,7 +23,8 @@ from vdm_jax.sharding.mesh import make_mesh
 
 # Model fields that are runtime choices (how the same weights are computed), not architecture.
 RUNTIME_MODEL_FIELDS = frozenset({"attention_backend", "cudnn_min_seq_len", "dtype", "remat",
-                                  "fast_cpu_conv_grad", "dropout"})
+                                  "fast_cpu_conv_grad", "dropout",
+                                  "noise_aug_logsnr_min", "noise_aug_logsnr_max"})  # training-only
 
 
 class EvalInputError(ValueError):
