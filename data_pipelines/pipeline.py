@@ -38,6 +38,7 @@ from absl import flags
 
 from data_pipelines import records, sources, text_embeddings, transforms
 from data_pipelines.shuffle import shuffle
+from data_pipelines.stage_inputs import LowResInput
 from data_pipelines.tokenizers import load_tokenizer
 from vdm_jax.config import DataConfig, TokenizerKind
 
@@ -112,9 +113,10 @@ def _to_iter(ds: grain.MapDataset, data_cfg: DataConfig) -> grain.IterDataset:
 
 def train_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index: int | None = None,
                   process_count: int | None = None, seed: int | None = None, tokenizer=None,
-                  max_text_len: int = 48) -> grain.MapDataset:
+                  max_text_len: int = 48, low_res: LowResInput | None = None) -> grain.MapDataset:
     """The infinite, process-local training MapDataset of finished batches (default: this JAX
-    process's rows)."""
+    process's rows). ``low_res``: a cascade stage's conditioning input, added to every batch
+    (:mod:`data_pipelines.stage_inputs`)."""
     per_process, process_index, process_count = _process_rows(global_batch_size, process_index,
                                                                process_count)
     seed = data_cfg.shuffle_seed if seed is None else seed
@@ -132,8 +134,8 @@ def train_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index
                                process_count=process_count)
         ds = ds.map_with_index(transforms.AppendImages(images, data_cfg.images_per_video,
                                                        data_cfg.resolution, data_cfg.random_flip))
-    ds = ds.batch(per_process, drop_remainder=True)
-    return ds.map(_Finalize(data_cfg.num_frames))
+    ds = ds.batch(per_process, drop_remainder=True).map(_Finalize(data_cfg.num_frames))
+    return ds if low_res is None else ds.map(low_res)
 
 
 def image_dataset(data_cfg: DataConfig, *, seed: int, process_index: int, process_count: int):
@@ -153,17 +155,19 @@ class _Finalize:
 
 def make_train_iterator(data_cfg: DataConfig, *, global_batch_size: int,
                         process_index: int | None = None, process_count: int | None = None,
-                        seed: int | None = None, tokenizer=None, max_text_len: int = 48
-                        ) -> grain.DatasetIterator:
+                        seed: int | None = None, tokenizer=None, max_text_len: int = 48,
+                        low_res: LowResInput | None = None) -> grain.DatasetIterator:
     """Infinite iterator of process-local training batches (``global_batch_size // process_count``)."""
     ds = train_dataset(data_cfg, global_batch_size=global_batch_size, process_index=process_index,
-                       process_count=process_count, seed=seed, tokenizer=tokenizer, max_text_len=max_text_len)
+                       process_count=process_count, seed=seed, tokenizer=tokenizer, max_text_len=max_text_len,
+                       low_res=low_res)
     return iter(_to_iter(ds, data_cfg))
 
 
 def eval_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index: int | None = None,
                  process_count: int | None = None, tokenizer=None, max_text_len: int = 48,
-                 num_batches: int | None = None, split: str | None = None) -> grain.MapDataset:
+                 num_batches: int | None = None, split: str | None = None,
+                 low_res: LowResInput | None = None) -> grain.MapDataset:
     """Finite, deterministic eval batches: no shuffle, no flip, the first window of each clip.
 
     The split is truncated to a whole number of global batches so that every process gets the
@@ -183,16 +187,18 @@ def eval_dataset(data_cfg: DataConfig, *, global_batch_size: int, process_index:
     ds = grain.MapDataset.source(source)[:total][process_index::process_count]
     clip = transforms.ClipTransform(data_cfg.num_frames, data_cfg.resolution, tokenizer, max_text_len,
                                     random_crop=False, random_flip=False)
-    return ds.map(clip).batch(per_process, drop_remainder=True).map(_Finalize(data_cfg.num_frames))
+    ds = ds.map(clip).batch(per_process, drop_remainder=True).map(_Finalize(data_cfg.num_frames))
+    return ds if low_res is None else ds.map(low_res)
 
 
 def make_eval_iterator(data_cfg: DataConfig, *, global_batch_size: int,
                        process_index: int | None = None, process_count: int | None = None, tokenizer=None,
-                       max_text_len: int = 48, num_batches: int | None = None, split: str | None = None):
+                       max_text_len: int = 48, num_batches: int | None = None, split: str | None = None,
+                       low_res: LowResInput | None = None):
     """A finite iterator of process-local eval batches (same batches every call)."""
     ds = eval_dataset(data_cfg, global_batch_size=global_batch_size, process_index=process_index,
                       process_count=process_count, tokenizer=tokenizer, max_text_len=max_text_len,
-                      num_batches=num_batches, split=split)
+                      num_batches=num_batches, split=split, low_res=low_res)
     return iter(ds.to_iter_dataset(_read_options(data_cfg)))
 
 

@@ -6,6 +6,17 @@
     python -m launch.sample --workdir=/tmp/md --prompt="..." --cond_video=clip.mp4 --context_frames=2 \\
         --num_frames=24 --out=continued.gif
 
+Cascades and conditioning tasks (each model from its own checkpoint and saved config):
+
+    python -m launch.sample --workdir=BASE --cascade=SSR_WORKDIR[,TSR_WORKDIR...] --prompt="..." \
+        --out=final.gif --stages_out=stages.gif      # every stage's output side by side
+    python -m launch.sample --workdir=/tmp/md --prompt="..." --cond_image=frame.png --out=i2v.gif
+    python -m launch.sample --workdir=/tmp/md --prompt="..." --cond_video=low_fps.gif \
+        --interpolate_stride=2 --out=interpolated.gif
+    python -m launch.sample --workdir=SSR_WORKDIR --prompt="..." --low_res_video=clip16.gif --out=sr.gif
+    python -m launch.sample --workdir=BASE32 --prompt="..." --low_res_video=clip16.gif --sr_factor=2 \
+        --out=sr_guided.gif                          # reconstruction guidance (single-resolution model)
+
 Several prompts give a captioned grid. ``--cond_video``: its last ``--context_frames`` frames
 (resized to the model's resolution) are given and continued (reconstruction guidance);
 ``--num_frames`` above the trained length extends autoregressively.
@@ -42,6 +53,17 @@ _NEGATIVE = flags.DEFINE_string("negative_prompt", "", "Prompt for the unconditi
                                 "classifier-free guidance (default: the learned null text).")
 _TEXT_ENCODER = flags.DEFINE_string("text_encoder", "", "Frozen T5 directory of a model trained on stored "
                                                         "embeddings (default: its data.text_encoder_dir).")
+_CASCADE = flags.DEFINE_list("cascade", [], "Stage workdirs (spatial_sr / temporal_sr) run after --workdir's "
+                             "base model, in order, each from its latest checkpoint.")
+_STAGES_OUT = flags.DEFINE_string("stages_out", "", "With --cascade: also write every model's output side "
+                                                   "by side (upscaled to the final size) to this file.")
+_COND_IMAGE = flags.DEFINE_string("cond_image", "", "Image-to-video: this image (or a video's first frame) "
+                                                    "is frame 0.")
+_INTERPOLATE = flags.DEFINE_integer("interpolate_stride", 0, "Frame interpolation: the frames of "
+                                    "--cond_video are placed at 0, k, 2k, ... and the others generated.")
+_LOW_RES = flags.DEFINE_string("low_res_video", "", "Super-resolve this video: with a stage's --workdir, or "
+                               "by reconstruction guidance of a single-resolution model (--sr_factor).")
+_SR_FACTOR = flags.DEFINE_integer("sr_factor", 0, "Factor of reconstruction-guidance super-resolution.")
 flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -54,7 +76,9 @@ def main(argv: list[str]) -> None:
             workdir=_WORKDIR.value, prompts=tuple(prompts), out=_OUT.value, step=_STEP.value,
             sampler=_SAMPLER.value, steps=_STEPS.value, guidance=_GUIDANCE.value, seed=_SEED.value,
             num_frames=_NUM_FRAMES.value, cond_video=_COND_VIDEO.value, context_frames=_CONTEXT.value,
-            fps=_FPS.value, negative_prompt=_NEGATIVE.value, text_encoder_dir=_TEXT_ENCODER.value)
+            fps=_FPS.value, negative_prompt=_NEGATIVE.value, text_encoder_dir=_TEXT_ENCODER.value,
+            cascade=tuple(_CASCADE.value), stages_out=_STAGES_OUT.value, cond_image=_COND_IMAGE.value,
+            interpolate_stride=_INTERPOLATE.value, low_res_video=_LOW_RES.value, sr_factor=_SR_FACTOR.value)
         result = sample_cli.run_sample(request)
     except EvalInputError as e:
         sys.exit(f"error: {e}")

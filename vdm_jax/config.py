@@ -101,6 +101,14 @@ class LRSchedule(str, enum.Enum):
     COSINE = "cosine"
 
 
+class StageKind(str, enum.Enum):
+    """A model's place in a cascade: a base model, or a stage conditioned on a lower stage's video."""
+
+    NONE = "none"  # base model: text (or nothing) in, video out
+    SPATIAL_SR = "spatial_sr"  # spatial super-resolution: the video at resolution / factor is given
+    TEMPORAL_SR = "temporal_sr"  # temporal super-resolution: every factor-th frame is given
+
+
 # --------------------------------------------------------------------------------------------
 # Conversion: every section converts and validates its values when it is constructed
 # --------------------------------------------------------------------------------------------
@@ -200,6 +208,21 @@ class _Section:
         """Raise :class:`ConfigError` for an invalid value (``f``: the section's dotted name)."""
 
 
+def _validate_stage(m: ModelConfig, f: str) -> None:
+    """model.conditioning_* fields (a cascade stage)."""
+    if m.conditioning_factor < 1:
+        _fail(f"{f}.conditioning_factor", f"must be >= 1, got {m.conditioning_factor}")
+    if m.conditioning != StageKind.NONE and m.conditioning_factor < 2:
+        _fail(f"{f}.conditioning_factor", f"must be >= 2 for a {m.conditioning.value} stage, "
+                                          f"got {m.conditioning_factor}")
+    if m.conditioning == StageKind.SPATIAL_SR and m.resolution % m.conditioning_factor:
+        _fail(f"{f}.conditioning_factor", f"must divide the frame size {m.resolution} "
+                                          f"(model.conditioning='spatial_sr'), got {m.conditioning_factor}")
+    if not m.noise_aug_logsnr_min <= m.noise_aug_logsnr_max:
+        _fail(f"{f}.noise_aug_logsnr_min", f"must be <= noise_aug_logsnr_max "
+                                           f"({m.noise_aug_logsnr_min} > {m.noise_aug_logsnr_max})")
+
+
 # --------------------------------------------------------------------------------------------
 # Section dataclasses
 # --------------------------------------------------------------------------------------------
@@ -259,8 +282,19 @@ class ModelConfig(_Section):
     remat: RematPolicy = RematPolicy.NONE
     fast_cpu_conv_grad: bool = False  # custom-VJP conv weight grad (CPU); measured no faster here
     resolution: int = 32  # input frame size that attention_resolutions refer to (= data.resolution)
+    # Cascade stage (vdm_jax/models/stage.py). A spatial_sr / temporal_sr stage is conditioned on
+    # the video downsampled by `conditioning_factor` in space (area) or time (every factor-th
+    # frame): resized back to the output shape (bilinear / frame repetition) and concatenated with
+    # z on channels. Noise-conditioning augmentation: in training the conditioning video is noised
+    # to a log-SNR drawn uniformly from [noise_aug_logsnr_min, noise_aug_logsnr_max], embedded and
+    # added to the conditioning vector; sampling uses the fixed sampling.noise_aug_logsnr.
+    conditioning: StageKind = StageKind.NONE
+    conditioning_factor: int = 2
+    noise_aug_logsnr_min: float = 0.0
+    noise_aug_logsnr_max: float = 12.0
 
     def validate(self, f: str) -> None:
+        _validate_stage(self, f)
         for name in ("in_channels", "base_channels", "num_res_blocks", "cond_dim", "vocab_size",
                      "max_text_len", "text_dim", "text_heads", "temporal_rel_pos_buckets",
                      "temporal_rel_pos_max_distance"):
@@ -327,6 +361,9 @@ class SamplerConfig(_Section):
     clip_x0: bool = True
     reconstruction_weight: float = 9.0  # w_r for reconstruction guidance (conditional sampling)
     conditioning_method: str = "reconstruction"  # reconstruction | replacement (conditional sampling)
+    # Cascade stages (model.conditioning != none): the fixed noise-augmentation log-SNR of the
+    # conditioning video at sampling (and in the eval loss); higher = cleaner.
+    noise_aug_logsnr: float = 6.0
 
     def validate(self, f: str) -> None:
         if self.steps < 1:
@@ -654,6 +691,19 @@ class Config(_Section):
                   f"must be < data.num_frames={d.num_frames}")
         if self.training.num_sample_prompts > self.training.global_batch_size * 64:
             _fail("training.num_sample_prompts", "unreasonably large")
+        _validate_stage_data(m, d)
+
+
+def _validate_stage_data(m: ModelConfig, d: DataConfig) -> None:
+    """A temporal_sr stage needs whole groups of frames and no appended image frames."""
+    if m.conditioning != StageKind.TEMPORAL_SR:
+        return
+    if d.num_frames % m.conditioning_factor:
+        _fail("model.conditioning_factor", f"must divide data.num_frames={d.num_frames} "
+                                           f"(model.conditioning='temporal_sr'), got {m.conditioning_factor}")
+    if d.images_per_video:
+        _fail("data.images_per_video", "must be 0 for a temporal_sr stage (joint image-video training "
+                                       "is for base and spatial_sr models)")
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,9 +19,11 @@ from vdm_jax.config import Config, ConfigError, from_configdict, to_dict
 
 # Model fields that are runtime choices (how the same weights are computed), not architecture.
 RUNTIME_MODEL_FIELDS = frozenset({"attention_backend", "cudnn_min_seq_len", "dtype", "remat",
-                                  "fast_cpu_conv_grad", "dropout"})
-# Runtime model fields that still change training (dropout regularizes the optimisation).
-_TRAINING_MODEL_FIELDS = frozenset({"dropout"})
+                                  "fast_cpu_conv_grad", "dropout",
+                                  "noise_aug_logsnr_min", "noise_aug_logsnr_max"})
+# Runtime model fields that still change training (dropout regularizes the optimisation; a cascade
+# stage's training-only noise-augmentation range).
+_TRAINING_MODEL_FIELDS = frozenset({"dropout", "noise_aug_logsnr_min", "noise_aug_logsnr_max"})
 
 SAFE_FIELDS = frozenset({
     "name",

@@ -64,10 +64,13 @@ class FrameObservation:
 
 @dataclasses.dataclass(frozen=True)
 class DownsampleObservation:
-    """A low-resolution video is given: y = bilinear_downsample(x) by an integer `factor`."""
+    """A low-resolution video is given: y = downsample(x) by an integer `factor`: bilinear
+    (antialiased) or `kernel="area"` (the mean of each factor x factor block, as the data pipeline
+    makes a cascade stage's input)."""
 
     y: jax.Array
     factor: int
+    kernel: str = "bilinear"
 
     def check(self, shape: tuple[int, ...]) -> None:
         b, t, h, w, c = shape if len(shape) == 5 else (None,) * 5
@@ -78,7 +81,10 @@ class DownsampleObservation:
 
     def measure(self, x: jax.Array) -> jax.Array:
         b, t, h, w, c = x.shape
-        return jax.image.resize(x, (b, t, h // self.factor, w // self.factor, c), "bilinear", antialias=True)
+        f = self.factor
+        if self.kernel == "area":
+            return x.reshape(b, t, h // f, f, w // f, f, c).mean(axis=(3, 5))
+        return jax.image.resize(x, (b, t, h // f, w // f, c), "bilinear", antialias=True)
 
     def inject(self, z: jax.Array, y_t: jax.Array) -> jax.Array:
         return z + jax.image.resize(y_t - self.measure(z), z.shape, "bilinear")
@@ -157,10 +163,25 @@ def interpolation_observation(frames: jax.Array, num_frames: int) -> FrameObserv
     return FrameObservation(frames, idx)
 
 
-def super_resolution_observation(low_res: jax.Array, factor: int) -> DownsampleObservation:
+def super_resolution_observation(low_res: jax.Array, factor: int, kernel: str = "bilinear"
+                                 ) -> DownsampleObservation:
     if factor < 1:
         raise ValueError(f"super-resolution factor must be >= 1, got {factor}")
-    return DownsampleObservation(low_res, factor)
+    if kernel not in ("bilinear", "area"):
+        raise ValueError(f"downsampling kernel {kernel!r} unknown; allowed: ['bilinear', 'area']")
+    return DownsampleObservation(low_res, factor, kernel)
+
+
+def strided_observation(frames: jax.Array, num_frames: int, stride: int) -> FrameObservation:
+    """Interpolation by ``stride``: frames 0, stride, 2*stride, ... of a ``num_frames`` video are
+    given (``stride=num_frames`` or more: only the first frame, i.e. image-to-video)."""
+    if stride < 1:
+        raise ValueError(f"frame stride must be >= 1, got {stride}")
+    idx = tuple(range(0, num_frames, stride))
+    if frames.shape[1] != len(idx):
+        raise ValueError(f"{frames.shape[1]} given frame(s); a {num_frames}-frame video at stride {stride} "
+                         f"needs {len(idx)} (frames {idx})")
+    return FrameObservation(frames, idx)
 
 
 WindowSampler = Callable[[jax.Array | None, jax.Array], jax.Array]

@@ -60,6 +60,8 @@ def guided_prediction(denoise_fn: SamplerDenoiseFn, z: jax.Array, logsnr: jax.Ar
         both_cond = _tile(cond)
     else:
         drop = jnp.zeros((2 * batch,), bool)
+        if isinstance(cond, dict) and isinstance(negative, dict):  # inputs the prompt lacks (a stage's
+            negative = {**cond, **negative}                          # video) are the conditional half's
         both_cond = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=0), cond, negative)
     both = denoise_fn(jnp.concatenate([z, z], 0), jnp.concatenate([logsnr, logsnr], 0), both_cond, drop)
     pred_c, pred_u = both[:batch], both[batch:]

@@ -8,6 +8,10 @@ Per evaluated step it writes, under ``DIR/eval/step_N/``:
                       step as done (a restarted follower skips it);
   ``samples.gif``     captioned grid of text-to-video samples;
   ``prediction.gif``  real clips next to their predictions from the first k frames;
+A cascade stage (``model.conditioning``) gets the eval loss and, in place of the generation tasks,
+super-resolution of the first ``evaluation.num_prediction_clips`` eval clips from their
+downsampled versions (``sr_*`` PSNR/SSIM/LPIPS next to model-free baselines,
+:mod:`vdm_jax.evaluation.stage_tasks`) and ``super_resolution.gif``;
 then appends one line to ``DIR/eval/log.jsonl`` and refreshes ``DIR/eval/summary.{csv,md,png}``.
 FVD reference features are cached under ``DIR/eval/cache``. The training workdir's checkpoints are
 only read (read-only orbax manager): the job never deletes, locks or writes there, so it never
@@ -34,7 +38,7 @@ from absl import logging
 from data_pipelines.video_io import default_file_mode, make_grid, save_video
 from vdm_jax import checkpointing as ckpt
 from vdm_jax.config import to_dict
-from vdm_jax.evaluation import loading, summary, tasks
+from vdm_jax.evaluation import loading, stage_tasks, summary, tasks
 from vdm_jax.evaluation.fvd import make_extractor
 from vdm_jax.evaluation.generation import Generator
 from vdm_jax.evaluation.lpips import make_lpips
@@ -113,7 +117,7 @@ class Evaluator:
 
     def _feature_nets(self) -> None:
         e = self.config.evaluation
-        if e.fvd and self._extractor is None:
+        if e.fvd and self._extractor is None and self.config.model.conditioning.value == "none":
             self._extractor = make_extractor(e)
             c = self.config.data  # compile now, so the clips/s of the first step excludes compilation
             self._extractor(np.zeros((1, c.num_frames, c.resolution, c.resolution, 3), np.uint8))
@@ -143,6 +147,8 @@ class Evaluator:
         c, e = self.config, self.config.evaluation
         out: dict[str, Any] = {"step": step, "sampler": to_dict(c.sampling), "seconds": {}}
         timer = _Timer(out["seconds"])
+        if c.model.conditioning.value != "none":
+            return self._compute_stage(params, tokenizer, data, step, out, timer)
         n_t2v = min(len(data.videos), max(e.num_fvd_clips if e.fvd else 0, e.batch_size,
                                           e.num_alignment_clips if data.attributes else 0))
         with jax.set_mesh(self.mesh):  # the model's programs; the feature networks use their own devices
@@ -175,7 +181,28 @@ class Evaluator:
         return out
 
 
-_ORDER = ("step", "eval_loss", "fvd", "align_", "pred_", "probe_", "sample_clips_per_sec",
+    def _compute_stage(self, params: Any, tokenizer: Any, data: tasks.EvalData, step: int,
+                       out: dict[str, Any], timer: Any) -> dict[str, Any]:
+        """A cascade stage: eval loss and super-resolution of real clips (see the module doc)."""
+        c = self.config
+        n = min(c.evaluation.num_prediction_clips, len(data.videos))
+        real = data.videos[:n]
+        with jax.set_mesh(self.mesh):
+            with timer("eval_loss"):
+                out.update(tasks.eval_loss(self.program, params, tokenizer))
+            with timer("super_resolution"):
+                cond = {k: v[:n] for k, v in data.cond.items()}
+                generated = stage_tasks.super_resolve_clips(self.generator, params, real, cond, c)
+        with timer("super_resolution_scores"):
+            out.update(stage_tasks.stage_scores(generated, real, c, self._lpips))
+        if jax.process_index() == 0:
+            clips, labels = stage_tasks.stage_grid(real, generated, c, data.captions)
+            save_video(os.path.join(step_dir(self.workdir, step), "super_resolution.gif"),
+                       make_grid(clips, labels, ncols=3))
+        return out
+
+
+_ORDER = ("step", "eval_loss", "fvd", "align_", "pred_", "sr_", "probe_", "sample_clips_per_sec",
           "i3d_clips_per_sec",
           "eval_seconds")
 
@@ -211,6 +238,7 @@ class _Timer:
 
 
 HEADLINE = ("eval_loss", "fvd", "align_color_acc", "align_motion_acc", "pred_psnr", "pred_ssim", "pred_lpips",
+            "sr_psnr", "sr_ssim", "sr_lpips", "sr_bilinear_ssim", "sr_bilinear_lpips",
             "sample_clips_per_sec", "i3d_clips_per_sec")
 
 

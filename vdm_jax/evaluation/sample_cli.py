@@ -10,6 +10,13 @@ grid. ``cond_video``: its LAST k frames (``context_frames``) are given and the m
 (prediction with reconstruction guidance, ``sampling.conditioning_method``); ``num_frames`` above
 the trained length extends autoregressively in windows of the trained length, each conditioned on
 the last k frames generated so far.
+
+Conditioning tasks and cascades (:func:`run_task`): ``cond_image`` (image-to-video: frame 0 given),
+``interpolate_stride`` k with ``cond_video`` (its frames placed at 0, k, 2k, ... and the rest
+generated), ``low_res_video`` (super-resolution: by a cascade stage's checkpoint, or by
+reconstruction guidance of a single-resolution model with ``sr_factor``) and ``cascade`` (the
+base ``workdir`` then each stage's workdir in order, :mod:`vdm_jax.evaluation.cascade`;
+``stages_out`` writes every model's output side by side).
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ import numpy as np
 
 from data_pipelines.video_io import VIDEO_SUFFIXES, make_grid, read_frames, save_video, to_uint8, to_unit
 from vdm_jax import checkpointing as ckpt
-from vdm_jax.config import Config, ConfigError, TextEncoderKind, replace
+from vdm_jax.config import Config, ConfigError, StageKind, TextEncoderKind, replace
 from vdm_jax.diffusion.guidance import NEGATIVE_KEY
-from vdm_jax.evaluation import loading
+from vdm_jax.evaluation import cascade, loading
 from vdm_jax.evaluation.generation import Generator
 from vdm_jax.evaluation.loading import EvalInputError
 from vdm_jax.models import prompts
@@ -53,6 +60,12 @@ class SampleRequest:
     fps: float = 8.0
     negative_prompt: str = ""  # CFG's unconditional branch; '' -> the learned null text embedding
     text_encoder_dir: str = ""  # '' -> the checkpoint config's data.text_encoder_dir
+    cascade: tuple[str, ...] = ()  # stage workdirs run after the base `workdir`, in order
+    stages_out: str = ""  # with `cascade`: also write every model's output side by side here
+    cond_image: str = ""  # image-to-video: this image is frame 0
+    interpolate_stride: int = 0  # with `cond_video`: its frames are given at 0, k, 2k, ...
+    low_res_video: str = ""  # super-resolution of this video (a stage, or guidance with sr_factor)
+    sr_factor: int = 0  # reconstruction-guidance super-resolution by a single-resolution model
 
 
 def load_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[str]:
@@ -151,11 +164,17 @@ def run_sample(req: SampleRequest) -> dict[str, Any]:
         raise EvalInputError(f"--out must end in one of {VIDEO_SUFFIXES}, got {req.out!r}")
     if not req.fps > 0:
         raise EvalInputError(f"--fps must be > 0, got {req.fps}")
+    if task_of(req) is not None:
+        return run_task(req)
     start = time.time()
     step = loading.resolve_step(req.workdir, req.step)
     manager = ckpt.open_read_only(req.workdir)
     try:
         config = sampler_config(loading.saved_config(manager, step), req)
+        if config.model.conditioning != StageKind.NONE:
+            kind = config.model.conditioning.value
+            raise EvalInputError(f"--workdir={req.workdir} holds a {kind} stage: give it --low_res_video, or "
+                                 "run it as --cascade after a base model's --workdir")
         frames, k = _check_request(req, config)
         context = _context(req, config, k)
         tokenizer = loading.saved_tokenizer(manager, step)
@@ -201,3 +220,117 @@ def _generate(generator: Generator, params: Any, cond: dict, rng: jax.Array, fra
     if ctx is None:
         return generator.text_to_video(params, cond, rng, num_frames=frames)
     return generator.predict(params, cond, ctx, rng, num_frames=frames)
+
+
+# ----------------------------------------------------------------------------------------------
+# Conditioning tasks and cascades
+# ----------------------------------------------------------------------------------------------
+
+
+def task_of(req: SampleRequest) -> str | None:
+    """Which of the conditioning tasks / cascade ``req`` asks for (None: text to video, prediction
+    or extension); conflicting flags are refused."""
+    tasks = {"cascade": bool(req.cascade), "image_to_video": bool(req.cond_image),
+             "interpolation": req.interpolate_stride > 0, "super_resolution": bool(req.low_res_video)}
+    chosen = [t for t, on in tasks.items() if on]
+    flags = {"cascade": "--cascade", "image_to_video": "--cond_image",
+             "interpolation": "--interpolate_stride", "super_resolution": "--low_res_video"}
+    if len(chosen) > 1:
+        raise EvalInputError(f"{flags[chosen[0]]} and {flags[chosen[1]]} cannot be combined")
+    if req.interpolate_stride < 0:
+        raise EvalInputError(f"--interpolate_stride must be >= 1, got {req.interpolate_stride}")
+    if req.stages_out and not req.cascade:
+        raise EvalInputError("--stages_out needs --cascade")
+    if req.sr_factor and not req.low_res_video:
+        raise EvalInputError("--sr_factor needs --low_res_video")
+    task = chosen[0] if chosen else None
+    if req.cond_video and task not in (None, "interpolation"):
+        raise EvalInputError(f"--cond_video and {flags[task]} cannot be combined")
+    if task == "interpolation" and not req.cond_video:
+        raise EvalInputError("--interpolate_stride needs --cond_video (the frames to interpolate between)")
+    if task is not None and req.num_frames:
+        raise EvalInputError(f"--num_frames is for text to video, prediction and extension, "
+                             f"not {flags[task]}")
+    return task
+
+
+def _encoder(req: SampleRequest) -> Any:
+    def encode(model: cascade.LoadedModel) -> dict[str, Any]:
+        try:
+            cond = prompts.encode_prompts(model.config, model.tokenizer, list(req.prompts), model.mesh)
+            return with_negative(model.config, model.tokenizer, cond, req.negative_prompt, model.mesh)
+        except ConfigError as e:
+            raise EvalInputError(f"the text encoder of {model.name}: {e}") from None
+    return encode
+
+
+def _given(video: np.ndarray, batch: int) -> np.ndarray:
+    return np.broadcast_to(to_unit(video), (batch, *video.shape))
+
+
+def run_task(req: SampleRequest) -> dict[str, Any]:
+    """A conditioning task or a cascade (see the module doc); writes ``req.out`` (and
+    ``req.stages_out``). Returns what :func:`run_sample` returns."""
+    task = task_of(req)
+    start = time.time()
+    adjust = lambda c: sampler_config(c, req)  # noqa: E731
+    model = cascade.load_model(req.workdir, req.step, f"--workdir={req.workdir}", adjust)
+    encode, rng, batch = _encoder(req), jax.random.PRNGKey(req.seed), len(req.prompts)
+    if task == "cascade":
+        models = [model] + [cascade.load_model(d, "latest", f"--cascade stage {i} ({d})", adjust)
+                            for i, d in enumerate(req.cascade, 1)]
+        cascade.check_chain(models)
+        outputs = cascade.run_cascade(models, encode, rng)
+        videos = to_uint8(outputs[-1])
+        if req.stages_out:
+            labels = [f"{i}: {m.describe()}" for i, m in enumerate(models)]
+            clips, names = cascade.side_by_side([to_uint8(o) for o in outputs], labels)
+            save_video(req.stages_out, make_grid(clips, captions=names, ncols=len(models)), fps=req.fps)
+    else:
+        videos = to_uint8(_conditioned(req, task, model, encode(model), rng, batch))
+    save_video(req.out, make_grid(list(videos), captions=list(req.prompts)), fps=req.fps)
+    c = model.config.sampling
+    return {"path": req.out, "step": model.step, "videos": videos, "seconds": time.time() - start,
+            "sampler": c.name.value, "steps": c.steps, "guidance": c.guidance_weight, "task": task}
+
+
+def _conditioned(req: SampleRequest, task: str, model: cascade.LoadedModel, cond: dict[str, Any],
+                 rng: jax.Array, batch: int) -> jax.Array:
+    generator, res, frames = Generator(model.plan), model.resolution, model.frames
+    stage = model.kind != StageKind.NONE
+    if stage and task != "super_resolution":
+        raise EvalInputError(f"--workdir={req.workdir} holds a {model.kind.value} stage: it takes "
+                             "--low_res_video (or --cascade after a base model), not other conditioning")
+    with jax.set_mesh(model.mesh):
+        if task == "image_to_video":
+            image = read_video(req.cond_image, res)[:1]
+            return generator.given_frames(model.params, cond, _given(image, batch), (0,), rng)
+        if task == "interpolation":
+            k = req.interpolate_stride
+            indices = tuple(range(0, frames, k))
+            video = read_video(req.cond_video, res)
+            if len(video) < len(indices):
+                raise EvalInputError(f"--cond_video {req.cond_video} has {len(video)} frame(s); "
+                                     f"interpolating at stride {k} to {frames} frames needs {len(indices)}")
+            given = _given(video[:len(indices)], batch)
+            return generator.given_frames(model.params, cond, given, indices, rng)
+        if stage:
+            if req.sr_factor:
+                raise EvalInputError(f"--sr_factor is for a single-resolution model; --workdir={req.workdir} "
+                                     f"is a {model.kind.value} stage with its own factor")
+            want_frames, want_res = cascade.stage_input(model)
+            low = _low_res(req.low_res_video, want_res, want_frames)
+            return generator.super_resolve(model.params, cond, _given(low, batch), rng)
+        if req.sr_factor < 2 or res % req.sr_factor:
+            raise EvalInputError(f"--sr_factor must be >= 2 and divide the model's resolution {res} "
+                                 f"(super-resolution by reconstruction guidance), got {req.sr_factor}")
+        low = _low_res(req.low_res_video, res // req.sr_factor, frames)
+        return generator.guided_super_resolution(model.params, cond, _given(low, batch), req.sr_factor, rng)
+
+
+def _low_res(path: str, resolution: int, frames: int) -> np.ndarray:
+    video = read_video(path, resolution)
+    if len(video) < frames:
+        raise EvalInputError(f"--low_res_video {path} has {len(video)} frame(s), fewer than the {frames} "
+                             "the model super-resolves")
+    return video[:frames]

@@ -22,6 +22,7 @@ import numpy as np
 from absl import logging
 
 from data_pipelines import pipeline, sources
+from data_pipelines.stage_inputs import low_res_input
 from data_pipelines.video_io import to_unit
 from vdm_jax.config import Config
 from vdm_jax.evaluation import fvd
@@ -78,7 +79,9 @@ def eval_loss(program: Any, params: Any, tokenizer: Any) -> dict[str, float]:
     c, e = program.config, program.config.evaluation
     batches = pipeline.make_eval_iterator(c.data, global_batch_size=e.batch_size, tokenizer=tokenizer,
                                           max_text_len=c.model.max_text_len,
-                                          num_batches=e.loss_batches or None)
+                                          num_batches=e.loss_batches or None,
+                                          low_res=low_res_input(c.model.conditioning,
+                                                                c.model.conditioning_factor))
     return program.eval_loss(params, batches)
 
 

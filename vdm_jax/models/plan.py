@@ -18,6 +18,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from vdm_jax.config import Config, TextEncoderKind
+from vdm_jax.models.stage import STAGE_KEYS, is_stage
 from vdm_jax.models.unet import ModelOutput, VideoUNet
 from vdm_jax.sharding import logical
 
@@ -67,17 +68,29 @@ class ModelPlan:
         keys = TEXT_KEYS[self.config.model.text_encoder]
         return {k: inputs[k] for k in keys} if inputs and keys else {}
 
+    def stage_inputs(self, inputs: dict[str, Any] | None) -> dict[str, Any]:
+        """A cascade stage's conditioning inputs (``low_res``, ``aug_logsnr``) taken from a batch or
+        from the prompt inputs ({} for a base model)."""
+        if not is_stage(self.config.model):
+            return {}
+        missing = [k for k in STAGE_KEYS if not inputs or k not in inputs]
+        if missing:
+            raise ValueError(f"model.conditioning={self.config.model.conditioning.value!r}: the inputs "
+                             f"lack {missing} (the lower stage's video and its augmentation level)")
+        return {k: inputs[k] for k in STAGE_KEYS}
+
     def denoiser(self, params: Any, *, frame_mask: jax.Array | None = None, train: bool = False,
                  dropout_rng: jax.Array | None = None):
         """``denoise(z, logsnr, cond=None, drop=None) -> prediction``: the model as the samplers and
         the loss see it. ``cond``: text inputs (a batch or encoded prompts); ``drop``: (B,) bool,
-        True where the text is replaced by the learned null embedding (classifier-free guidance)."""
+        True where the text is replaced by the learned null embedding (classifier-free guidance).
+        A cascade stage also reads ``low_res`` and ``aug_logsnr`` from ``cond`` (never dropped)."""
 
         def denoise(z: jax.Array, logsnr: jax.Array, cond: Any = None, drop: jax.Array | None = None):
             text = self.text_inputs(cond)
             return self.apply(params, z, logsnr, dropout_rng=dropout_rng if train else None,
                               drop_text=drop if text else None, frame_mask=frame_mask,
-                              deterministic=not train, **text).prediction
+                              deterministic=not train, **text, **self.stage_inputs(cond)).prediction
 
         return denoise
 

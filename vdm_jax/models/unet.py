@@ -25,6 +25,7 @@ from vdm_jax.models.attention import (
 )
 from vdm_jax.models.frames import ConditionalLayout, PositionEmbedding, TemporalConv, frame_index_embedding
 from vdm_jax.models.layers import SPATIAL_AXES, Conv3x3, Dense, GroupNorm, param, sinusoidal_embedding
+from vdm_jax.models.stage import StageConditioning, is_stage
 from vdm_jax.models.text import TextConditioning
 from vdm_jax.sharding.logical import Rules, constrain
 
@@ -186,8 +187,10 @@ class VideoUNet(nnx.Module):
                                ("vocab", "mlp")) if use_words else None
         self.time1 = Dense(base, cfg.cond_dim, dtype=dt, rngs=rngs)
         self.time2 = Dense(cfg.cond_dim, cfg.cond_dim, ("mlp", "embed"), dtype=dt, rngs=rngs)
-        self.conv_in = Conv3x3(cfg.in_channels, base, dtype=dt, rngs=rngs, rules=rules,
-                               fast_cpu_grad=cfg.fast_cpu_conv_grad)
+        # A cascade stage reads its conditioning video concatenated with z on channels.
+        self.stage = StageConditioning(cfg, dtype=dt, rngs=rngs) if is_stage(cfg) else None
+        self.conv_in = Conv3x3(cfg.in_channels * (2 if is_stage(cfg) else 1), base, dtype=dt, rngs=rngs,
+                               rules=rules, fast_cpu_grad=cfg.fast_cpu_conv_grad)
         pos_init = nnx.initializers.zeros if cfg.position_zero_init else None
         self.frame_cond = Dense(base, cfg.cond_dim, dtype=dt, rngs=rngs, kernel_init=pos_init,
                                 use_bias=False) if cfg.frame_conditioning else None
@@ -276,14 +279,21 @@ class VideoUNet(nnx.Module):
         return jnp.einsum("bl,bld->bd", keep.astype(self.word_cond.dtype), self.word_cond[...][tokens])
 
     def __call__(self, x, logsnr, *, tokens=None, token_mask=None, text_embeddings=None, drop_text=None,
-                 frame_mask=None, deterministic: bool = True) -> ModelOutput:
+                 frame_mask=None, deterministic: bool = True, low_res=None, aug_logsnr=None) -> ModelOutput:
+        """``low_res`` / ``aug_logsnr``: a cascade stage's (noised) conditioning video and its
+        augmentation log-SNR (B,) (``vdm_jax.models.stage``); ignored by a base model."""
         self._check(x, logsnr)
         b, t = x.shape[:2]
         frame_mask = jnp.ones((b, t), bool) if frame_mask is None else frame_mask.astype(bool)
         cond, text, text_mask = self._conditioning(frame_mask, logsnr, tokens, token_mask, text_embeddings,
                                                    drop_text)
+        x_in = x
+        if self.stage is not None:
+            self.stage.check(x, low_res, aug_logsnr)
+            cond = cond + self.stage.embed(aug_logsnr)[:, None, :].astype(cond.dtype)
+            x_in = self.stage.input(x, low_res)
         args = (cond, text, text_mask, frame_mask, deterministic)
-        h = self.conv_in(constrain(x, SPATIAL_AXES, self.rules))
+        h = self.conv_in(constrain(x_in, SPATIAL_AXES, self.rules))
         if self.position is not None:
             h = self.position(h, frame_mask)
         hs = [h]

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from data_pipelines import pipeline, sources, text_embeddings
+from data_pipelines.stage_inputs import low_res_input
 from vdm_jax.config import Config, ConfigError, TextEncoderKind, TokenizerKind
 
 
@@ -34,7 +35,7 @@ class TrainData:
         c = self.config
         return pipeline.make_train_iterator(c.data, global_batch_size=c.training.global_batch_size,
                                             seed=c.data.shuffle_seed, tokenizer=self.tokenizer,
-                                            max_text_len=c.model.max_text_len)
+                                            max_text_len=c.model.max_text_len, low_res=self.low_res)
 
     def eval_batches(self, num_batches: int) -> Iterator[dict[str, np.ndarray]]:
         c = self.config
@@ -42,7 +43,12 @@ class TrainData:
             return iter(())
         return pipeline.make_eval_iterator(c.data, global_batch_size=c.training.global_batch_size,
                                            tokenizer=self.tokenizer, max_text_len=c.model.max_text_len,
-                                           num_batches=num_batches)
+                                           num_batches=num_batches, low_res=self.low_res)
+
+    @property
+    def low_res(self):
+        """A cascade stage's conditioning-input batch map (None for a base model)."""
+        return low_res_input(self.config.model.conditioning, self.config.model.conditioning_factor)
 
     def eval_captions(self, num: int) -> list[str]:
         """The first ``num`` captions of the eval split (fixed prompts for the periodic samples)."""

@@ -1,20 +1,28 @@
 """The captioned GIF grid training writes every ``training.sample_every`` steps
 (``WORKDIR/samples/step_N.gif``): EMA params, the first captions of the eval split, the config's
-sampler, one jitted sampling program."""
+sampler, one jitted sampling program. A cascade stage (``model.conditioning``) super-resolves the
+first eval clips' downsampled versions instead: each row is the stage's input (enlarged), its
+output and the real clip."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
-from data_pipelines.video_io import make_grid, save_video, to_uint8
+from data_pipelines import pipeline
+from data_pipelines.stage_inputs import downsample
+from data_pipelines.video_io import make_grid, save_video, to_uint8, to_unit
 from vdm_jax.config import TextEncoderKind
+from vdm_jax.diffusion.augmentation import augmented_inputs
 from vdm_jax.diffusion.samplers import sample
 from vdm_jax.models import prompts
+from vdm_jax.models.stage import is_stage, to_output_shape
 from vdm_jax.training.data import TrainData
 from vdm_jax.training.program import TrainProgram
 
@@ -33,6 +41,22 @@ class PeriodicSampler:
         self.cond = {k: jnp.asarray(v) for k, v in cond.items()}
         text = c.model.text_encoder != TextEncoderKind.NONE
         shape = plan.video_shape(len(self.captions))
+        self.real = None
+        if is_stage(c.model):  # the stage's inputs: the eval clips downsampled as in training
+            self.real = np.stack([r["video"] for r in pipeline.eval_records(c.data, len(self.captions))])
+            low_res = jnp.asarray(downsample(to_unit(self.real), c.model.conditioning,
+                                             c.model.conditioning_factor))
+            self.cond = {**(self.cond if text else {}), "low_res": low_res}
+            sampler_cfg = c.sampling if text else dataclasses.replace(c.sampling, guidance_weight=0.0)
+
+            def generate(params, cond, rng):
+                aug_rng, rng = jax.random.split(rng)
+                inputs = {**cond, **augmented_inputs(cond["low_res"], c.sampling.noise_aug_logsnr, aug_rng)}
+                return sample(plan.denoiser(params), shape=shape, rng=rng, schedule=self.program.schedule,
+                              diffusion_cfg=c.diffusion, sampler_cfg=sampler_cfg, cond=inputs)
+
+            self._generate = jax.jit(generate)
+            return
         self._generate = jax.jit(lambda params, cond, rng: sample(
             plan.denoiser(params), shape=shape, rng=rng, schedule=self.program.schedule,
             diffusion_cfg=c.diffusion, sampler_cfg=c.sampling, cond=cond if text else None))
@@ -47,6 +71,13 @@ class PeriodicSampler:
             return None
         os.makedirs(self.dir, exist_ok=True)
         path = os.path.join(self.dir, f"step_{step:07d}.gif")
-        save_video(path, make_grid(list(videos), captions=self.captions))
+        if self.real is None:
+            save_video(path, make_grid(list(videos), captions=self.captions))
+        else:
+            m = self.program.config.model
+            given = to_uint8(to_output_shape(m, self.cond["low_res"]))
+            clips = [clip for row in zip(given, videos, self.real) for clip in row]
+            labels = [label for cap in self.captions for label in (f"input: {cap}", "stage output", "real")]
+            save_video(path, make_grid(clips, captions=labels, ncols=3))
         logging.info("wrote samples %s", path)
         return path

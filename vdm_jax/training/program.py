@@ -33,10 +33,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vdm_jax import hardware
 from vdm_jax.config import Config, TextEncoderKind
+from vdm_jax.diffusion.augmentation import augment, draw_aug_logsnr
 from vdm_jax.diffusion.losses import diffusion_loss, sample_logsnr
 from vdm_jax.diffusion.schedules import Schedule
 from vdm_jax.models.flops import forward_flops
 from vdm_jax.models.plan import ModelPlan
+from vdm_jax.models.stage import is_stage, low_res_shape
 from vdm_jax.sharding import logical
 from vdm_jax.training.optimizer import make_optimizer
 
@@ -115,6 +117,8 @@ class TrainProgram:
             spec["text_embeddings"] = ((b, m.max_text_len, m.precomputed_text_dim), jnp.float32)
         if m.text_encoder != TextEncoderKind.NONE:
             spec["token_mask"] = ((b, m.max_text_len), jnp.bool_)
+        if is_stage(m):
+            spec["low_res"] = (low_res_shape(m, spec["video"][0]), jnp.float32)
         sharding = self.batch_sharding(b)
         return {k: jax.ShapeDtypeStruct(s, t, sharding=sharding) for k, (s, t) in spec.items()}
 
@@ -206,8 +210,10 @@ def _init_compiler_options(mesh: Mesh) -> dict[str, Any] | None:
 
 def draw_noise(rng: jax.Array, batch: dict[str, jax.Array], *, config: Config, schedule: Schedule,
                train: bool, logsnr: float | None = None) -> dict[str, jax.Array]:
-    """The random inputs of the loss for a whole batch: per-example log-SNR, Gaussian noise and
-    (training) the classifier-free-guidance text-drop flags.
+    """The random inputs of the loss for a whole batch: per-example log-SNR, Gaussian noise,
+    (training) the classifier-free-guidance text-drop flags and, for a cascade stage, the
+    augmentation log-SNR and noise of the conditioning video (drawn in ``[noise_aug_logsnr_min,
+    noise_aug_logsnr_max]`` in training, at ``sampling.noise_aug_logsnr`` in evaluation).
 
     Drawn once per optimizer step for the global batch, then split with the batch into
     microbatches: accumulating over microbatches gives the same update as one big batch.
@@ -219,7 +225,23 @@ def draw_noise(rng: jax.Array, batch: dict[str, jax.Array], *, config: Config, s
              "noise": jax.random.normal(n_rng, video.shape, jnp.float32)}
     if train and config.training.text_drop_prob > 0 and config.model.text_encoder != TextEncoderKind.NONE:
         draws["drop_text"] = jax.random.bernoulli(d_rng, config.training.text_drop_prob, (b,))
+    if is_stage(config.model):  # augmentation of the conditioning video (own keys: base draws unchanged)
+        m = config.model
+        a_rng, an_rng = jax.random.split(jax.random.fold_in(rng, 3))
+        lo, hi = ((m.noise_aug_logsnr_min, m.noise_aug_logsnr_max) if train else
+                  (config.sampling.noise_aug_logsnr,) * 2)
+        draws["aug_logsnr"] = draw_aug_logsnr(a_rng, b, lo, hi)
+        draws["aug_noise"] = jax.random.normal(an_rng, batch["low_res"].shape, jnp.float32)
     return draws
+
+
+def model_inputs(batch: dict[str, jax.Array], draws: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """The batch as the model reads it: a stage's conditioning video replaced by its noised version
+    and the augmentation level added (a base model's batch unchanged)."""
+    if "aug_logsnr" not in draws:
+        return batch
+    return {**batch, "low_res": augment(batch["low_res"], draws["aug_logsnr"], draws["aug_noise"]),
+            "aug_logsnr": draws["aug_logsnr"]}
 
 
 def _model_loss(params: Any, batch: dict[str, jax.Array], draws: dict[str, jax.Array],
@@ -227,7 +249,8 @@ def _model_loss(params: Any, batch: dict[str, jax.Array], draws: dict[str, jax.A
                 ) -> tuple[jax.Array, Any]:
     denoiser = program.model.denoiser(params, frame_mask=batch.get("frame_mask"), train=train,
                                       dropout_rng=dropout_rng)
-    out = diffusion_loss(lambda z, lsnr: denoiser(z, lsnr, batch, draws.get("drop_text")), batch["video"],
+    inputs = model_inputs(batch, draws)
+    out = diffusion_loss(lambda z, lsnr: denoiser(z, lsnr, inputs, draws.get("drop_text")), batch["video"],
                          None, program.config.diffusion, program.schedule, logsnr=draws["logsnr"],
                          noise=draws["noise"])
     return out.loss, out
