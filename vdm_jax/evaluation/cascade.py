@@ -62,11 +62,7 @@ def load_model(workdir: str, step: int | str | None, name: str,
     manager = ckpt.open_read_only(workdir)
     try:
         config = adjust(loading.saved_config(manager, resolved))
-        tokenizer = loading.saved_tokenizer(manager, resolved)
-        loading.check_text_encoder(manager, resolved, config)
-        mesh = loading.inference_mesh(config)
-        plan = ModelPlan.create(config, mesh)
-        params = ckpt.restore_ema_params(manager, resolved, plan.abstract_params)
+        tokenizer, mesh, plan, params = loading.restore_for_inference(manager, resolved, config)
     finally:
         manager.close()
     return LoadedModel(name, workdir, resolved, config, tokenizer, mesh, plan, params)

@@ -20,6 +20,7 @@ from data_pipelines.text_embeddings import TextEmbeddingsError, encoder_identity
 from vdm_jax import checkpointing as ckpt
 from vdm_jax.config import Config, ConfigError, MeshConfig, from_configdict, to_dict
 from vdm_jax.config_drift import RUNTIME_MODEL_FIELDS
+from vdm_jax.models.plan import ModelPlan
 from vdm_jax.sharding.mesh import make_mesh
 
 
@@ -138,3 +139,13 @@ def inference_mesh(config: Config, devices: list | None = None) -> jax.sharding.
         logging.warning("mesh from the config does not fit %d devices (%s): using data=-1",
                         len(devices or jax.devices()), e)
         return make_mesh(MeshConfig(rules=config.mesh.rules), devices)
+
+
+def restore_for_inference(manager: ocp.CheckpointManager, step: int, config: Config):
+    """(tokenizer, mesh, model plan, EMA params) of checkpoint ``step`` under ``config``: what the
+    sample CLI and every cascade stage load (the text encoder checked against the checkpoint's)."""
+    tokenizer = saved_tokenizer(manager, step)
+    check_text_encoder(manager, step, config)
+    mesh = inference_mesh(config)
+    plan = ModelPlan.create(config, mesh)
+    return tokenizer, mesh, plan, ckpt.restore_ema_params(manager, step, plan.abstract_params)

@@ -38,7 +38,6 @@ from vdm_jax.evaluation import cascade, loading
 from vdm_jax.evaluation.generation import Generator
 from vdm_jax.evaluation.loading import EvalInputError
 from vdm_jax.models import prompts
-from vdm_jax.models.plan import ModelPlan
 
 _FLAG_OF_FIELD = {"sampling.name": "--sampler", "sampling.steps": "--steps",
                   "sampling.guidance_weight": "--guidance"}
@@ -177,11 +176,7 @@ def run_sample(req: SampleRequest) -> dict[str, Any]:
                                  "run it as --cascade after a base model's --workdir")
         frames, k = _check_request(req, config)
         context = _context(req, config, k)
-        tokenizer = loading.saved_tokenizer(manager, step)
-        loading.check_text_encoder(manager, step, config)
-        mesh = loading.inference_mesh(config)
-        plan = ModelPlan.create(config, mesh)
-        params = ckpt.restore_ema_params(manager, step, plan.abstract_params)
+        tokenizer, mesh, plan, params = loading.restore_for_inference(manager, step, config)
     finally:
         manager.close()
     generator = Generator(plan)
