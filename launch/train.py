@@ -51,8 +51,12 @@ def main(argv: list[str]) -> None:
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices()[0].platform)
     try:
+        probe = None
+        if config.evaluation.train_probe_clips:  # imports the evaluation package only when asked
+            from vdm_jax.evaluation.tasks import training_probe
+            probe = training_probe(config)
         train_and_evaluate(config, _WORKDIR.value, force_unlock=_FORCE_UNLOCK.value,
-                           strict_resume=_STRICT_RESUME.value)
+                           strict_resume=_STRICT_RESUME.value, eval_hooks=(probe,) if probe else ())
     except (ConfigError, ConfigDriftError, WorkdirLockedError, CheckpointRestoreError) as e:
         sys.exit(f"error: {e}")
     except (CheckpointSaveError, RunInterrupted) as e:

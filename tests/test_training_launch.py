@@ -31,6 +31,7 @@ STEPS = 24
 OVERRIDES = {
     "training.num_train_steps": STEPS, "training.log_every": 1, "training.checkpoint_every": 8,
     "training.eval_every": 8, "training.sample_every": STEPS,
+    "evaluation.train_probe_clips": 4,  # the temporal probe in the eval records (launch.train's hook)
 }
 TIMEOUT = 900
 
@@ -110,6 +111,10 @@ def test_train_cli_writes_config_metrics_checkpoints_and_samples(reference):
     evals = ts.metric_records(reference, kind="eval")
     assert [r["step"] for r in evals] == [8, 16, 24] and all(np.isfinite(r["eval_loss"]) for r in evals)
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"], evals
+    for r in evals:  # the temporal probe: every variant at every probe log-SNR, from the same noise
+        for variant in ("real", "reversed", "swapped", "shuffled"):
+            assert np.isfinite(r[f"probe_loss_{variant}_logsnr_-4"]), (variant, r)
+        assert r["probe_num_clips"] == 4 and r["probe_delta_reversed_logsnr_-4"] != 0, r
 
     assert STEPS in ts.checkpoint_steps(reference)
     assert len(ts.checkpoint_steps(reference)) <= 3, "keep_checkpoints=2 plus keep_best=1"

@@ -611,6 +611,9 @@ class EvalConfig(_Section):
     # frame-shuffled test clips at these log-SNRs; 0 clips turns it off.
     probe_logsnrs: tuple[float, ...] = (-8.0, -6.0, -4.0, -2.0, 0.0)
     num_probe_clips: int = 128
+    # The same probe on the first N eval clips in every periodic eval record of the training loop
+    # (``probe_*`` keys in metrics.jsonl; 0 = off). One batch costs ~4 x len(probe_logsnrs) forwards.
+    train_probe_clips: int = 0
     batch_size: int = 16
     follow_poll_seconds: float = 10.0
     lpips: bool = True
@@ -634,7 +637,9 @@ class EvalConfig(_Section):
             _fail(f"{f}.eval_logsnrs", "must list at least one log-SNR")
         if self.num_probe_clips < 0:
             _fail(f"{f}.num_probe_clips", f"must be >= 0 (0 = no temporal probe), got {self.num_probe_clips}")
-        if self.num_probe_clips and not self.probe_logsnrs:
+        if self.train_probe_clips < 0:
+            _fail(f"{f}.train_probe_clips", f"must be >= 0 (0 = off), got {self.train_probe_clips}")
+        if (self.num_probe_clips or self.train_probe_clips) and not self.probe_logsnrs:
             _fail(f"{f}.probe_logsnrs", "must list at least one log-SNR when num_probe_clips > 0")
         if self.lpips_net not in ("alexnet", "vgg16"):
             _fail(f"{f}.lpips_net", f"unknown value {self.lpips_net!r}; allowed: ['alexnet', 'vgg16']")

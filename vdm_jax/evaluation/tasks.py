@@ -51,7 +51,7 @@ class EvalData:
 def num_records_needed(config: Config) -> int:
     e = config.evaluation
     return max(e.num_fvd_clips if e.fvd else 0, e.num_alignment_clips, e.num_prediction_clips,
-               e.num_probe_clips)
+               e.num_probe_clips, e.train_probe_clips)
 
 
 def load_eval_data(config: Config, tokenizer: Any, mesh: jax.sharding.Mesh | None = None) -> EvalData:
@@ -85,11 +85,13 @@ def eval_loss(program: Any, params: Any, tokenizer: Any) -> dict[str, float]:
     return program.eval_loss(params, batches)
 
 
-def probe(program: Any, params: Any, tokenizer: Any, data: EvalData) -> dict[str, float]:
+def probe(program: Any, params: Any, tokenizer: Any, data: EvalData, num_clips: int | None = None
+          ) -> dict[str, float]:
     """The temporal probe (:mod:`vdm_jax.evaluation.temporal_probe`) through the program's eval step
-    at ``evaluation.probe_logsnrs``, on the first ``evaluation.num_probe_clips`` eval clips."""
+    at ``evaluation.probe_logsnrs``, on the first ``num_clips`` (default
+    ``evaluation.num_probe_clips``) eval clips."""
     c, e = program.config, program.config.evaluation
-    n = min(e.num_probe_clips, len(data.videos))
+    n = min(e.num_probe_clips if num_clips is None else num_clips, len(data.videos))
     if n < e.batch_size:
         logging.warning("temporal probe skipped: %d eval clips < evaluation.batch_size=%d", n, e.batch_size)
         return {}
@@ -103,6 +105,22 @@ def probe(program: Any, params: Any, tokenizer: Any, data: EvalData) -> dict[str
         program.eval_step_at(e.probe_logsnrs), params, data.videos[:n], data.captions[:n],
         lambda caps: prompts.encode_prompts(c, tokenizer, caps, program.mesh), e.probe_logsnrs,
         batch_size=e.batch_size, seed=e.seed, to_device=place)
+
+
+def training_probe(config: Config) -> Any:
+    """The training loop's eval hook for ``evaluation.train_probe_clips`` (None when 0): the temporal
+    probe on the first eval clips, added to every periodic eval record (``probe_*`` keys)."""
+    n = config.evaluation.train_probe_clips
+    if not n:
+        return None
+    cache: dict[str, EvalData] = {}
+
+    def hook(program: Any, tokenizer: Any, params: Any) -> dict[str, float]:
+        if "data" not in cache:  # loaded once, at the first eval
+            cache["data"] = load_eval_data(config, tokenizer, program.mesh)
+        return probe(program, params, tokenizer, cache["data"], num_clips=n)
+
+    return hook
 
 
 def text_to_video(generator: Generator, params: Any, data: EvalData, n: int, config: Config

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -35,11 +36,18 @@ class NonFiniteLossError(FloatingPointError):
     pass
 
 
+# ``(program, tokenizer, ema_params) -> metrics`` merged into every periodic eval record (the
+# launcher passes the evaluation package's temporal probe here; training does not import it).
+EvalHook = Callable[[TrainProgram, Any, Any], dict[str, float]]
+
+
 def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = None,
-                       force_unlock: bool = False, strict_resume: bool = False) -> dict[str, Any]:
+                       force_unlock: bool = False, strict_resume: bool = False,
+                       eval_hooks: tuple[EvalHook, ...] = ()) -> dict[str, Any]:
     """Train ``config`` in ``workdir`` (resuming if possible). Returns the last logged metrics.
 
     ``devices`` (default: all of ``jax.devices()``) are the devices the mesh is built from.
+    ``eval_hooks`` add metrics to every periodic eval record.
     The workdir is locked for the run (``force_unlock`` takes over a lock held by another host or a
     live process); resuming checks the new config against the checkpoint's before anything is
     written and falls back to an older checkpoint when the latest is damaged (``strict_resume``:
@@ -58,7 +66,7 @@ def train_and_evaluate(config: Config, workdir: str, *, devices: list | None = N
     if primary:
         lock.acquire()
     try:
-        return _train(config, workdir, mesh, primary, strict_resume)
+        return _train(config, workdir, mesh, primary, strict_resume, eval_hooks)
     finally:
         lock.release()
 
@@ -68,7 +76,8 @@ def _check_workdir_path(workdir: str) -> None:
         raise ConfigError("--workdir", f"{workdir} exists and is not a directory")
 
 
-def _train(config: Config, workdir: str, mesh, primary: bool, strict_resume: bool) -> dict[str, Any]:
+def _train(config: Config, workdir: str, mesh, primary: bool, strict_resume: bool,
+           eval_hooks: tuple[EvalHook, ...]) -> dict[str, Any]:
     # Before anything is written: the config against the one the checkpoints were trained with.
     saved = resume.saved_config(workdir)
     changes = config_drift.check_resume(saved[1], config, step=saved[0], workdir=workdir) if saved else []
@@ -136,6 +145,9 @@ def _train(config: Config, workdir: str, mesh, primary: bool, strict_resume: boo
                 if step % config.training.eval_every == 0 or step == config.training.num_train_steps:
                     eval_metrics = program.eval_loss(state.ema_params,
                                                      data.eval_batches(config.training.eval_batches)) or None
+                    for hook in eval_hooks:
+                        extra = hook(program, data.tokenizer, state.ema_params)
+                        eval_metrics = {**(eval_metrics or {}), **extra}
                     if eval_metrics:
                         writer.write(step, eval_metrics, kind="eval")
                         last.update(eval_metrics)
