@@ -261,6 +261,7 @@ class ModelConfig(_Section):
     # Word conditioning: the sum of a learned vector per caption token (random init), added to the
     # conditioning vector beside the pooled text (token-id text encoders only; see BUILD_NOTES).
     word_conditioning: bool = False
+    word_init_std: float = 0.5  # init std of the word vectors (0 leaves them at zero: they never learn)
     # > 0: conditional layout head, a (layout_grid x layout_grid) map per frame, linear in the
     # frame's conditioning vector, added to the prediction (0 = off; must divide the frame size).
     layout_grid: int = 0
@@ -309,6 +310,8 @@ class ModelConfig(_Section):
         if self.layout_grid < 0 or (self.layout_grid and self.resolution % self.layout_grid):
             _fail(f"{f}.layout_grid", f"must be 0 (off) or divide the frame size {self.resolution}, "
                                       f"got {self.layout_grid}")
+        if self.word_init_std < 0:
+            _fail(f"{f}.word_init_std", f"must be >= 0, got {self.word_init_std}")
         if self.text_layers < 0:
             _fail(f"{f}.text_layers", f"must be >= 0, got {self.text_layers}")
         if self.text_encoder == TextEncoderKind.PRECOMPUTED and self.precomputed_text_dim < 1:

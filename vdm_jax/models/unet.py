@@ -158,7 +158,6 @@ class Resample(nnx.Module):
         return self.conv(x)
 
 
-WORD_INIT_STD = 0.5  # init of the word-conditioning table (``model.word_conditioning``)
 
 
 class VideoUNet(nnx.Module):
@@ -179,12 +178,12 @@ class VideoUNet(nnx.Module):
         # Word conditioning: each token id owns a vector in conditioning space (summed, not
         # averaged), so a rare but decisive word (a motion direction) moves the FiLM of every block
         # and the layout head at the optimizer's full per-parameter rate instead of through a shared
-        # projection of the pooled text. Random init (std WORD_INIT_STD): every word acts from the
-        # first step, so the readouts can learn to use it; a zero table gets no gradient through a
-        # zero-initialised layout head and stays near zero (BUILD_NOTES, "Word conditioning").
+        # projection of the pooled text. Random init (std ``model.word_init_std``): every word acts
+        # from the first step, so the readouts can learn to use it; a zero table gets no gradient
+        # through a zero-initialised layout head and stays near zero (BUILD_NOTES, "Word conditioning").
         use_words = cfg.word_conditioning and cfg.text_encoder == TextEncoderKind.TRANSFORMER
-        self.word_cond = param(rngs, nnx.initializers.normal(WORD_INIT_STD), (cfg.vocab_size, cfg.cond_dim),
-                               ("vocab", "mlp")) if use_words else None
+        self.word_cond = param(rngs, nnx.initializers.normal(cfg.word_init_std),
+                               (cfg.vocab_size, cfg.cond_dim), ("vocab", "mlp")) if use_words else None
         self.time1 = Dense(base, cfg.cond_dim, dtype=dt, rngs=rngs)
         self.time2 = Dense(cfg.cond_dim, cfg.cond_dim, ("mlp", "embed"), dtype=dt, rngs=rngs)
         # A cascade stage reads its conditioning video concatenated with z on channels.
