@@ -176,7 +176,7 @@ def test_fvd_with_protocol_and_cached_reference(followed, tmp_path):
     workdir, data_dir, _ = followed
     copy = tmp_path / "work"
     shutil.copytree(workdir / "checkpoints", copy / "checkpoints")
-    cfg = replace(_config(data_dir), evaluation={"fvd": True, "lpips": False, "num_prediction_clips": 1})
+    cfg = replace(_config(data_dir), evaluation={"fvd": True, "lpips": False, "num_prediction_clips": 0})
     evaluator = runner.Evaluator(ts.eval_program(cfg), str(copy))
     m3 = evaluator.evaluate_step(3)
     protocol = m3["fvd_protocol"]
@@ -190,6 +190,10 @@ def test_fvd_with_protocol_and_cached_reference(followed, tmp_path):
     m6 = evaluator.evaluate_step(6)
     assert cache[0].stat().st_mtime_ns == mtime  # reused, not recomputed
     assert m3["i3d_clips_per_sec"] > 0 and m6["fvd"] > 0
+    # num_prediction_clips=0 skips the prediction task (scores and grid)
+    assert not any(k.startswith("pred_") for k in m6) and "prediction" not in m6["seconds"]
+    assert not (copy / "eval" / "step_6" / "prediction.gif").exists()
+    assert (copy / "eval" / "step_6" / "samples.gif").exists()
     held_out = np.stack([r["video"] for r in pipeline.eval_records(cfg.data, 16)[8:]])
     mu, sigma, ref = fvd.reference_stats(evaluator._extractor, evaluator._data.videos[:8],
                                          str(copy / "eval" / "cache"), protocol["reference"])

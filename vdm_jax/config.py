@@ -608,7 +608,7 @@ class EvalConfig(_Section):
     fvd_batch_size: int = 16
     num_alignment_clips: int = 64
     prediction_context_frames: int = 2  # prediction task: the first k frames are given
-    num_prediction_clips: int = 16
+    num_prediction_clips: int = 16  # 0 skips the prediction task (a cascade stage's SR clips: >= 1)
     eval_logsnrs: tuple[float, ...] = (-4.0, 0.0, 4.0)  # fixed noise levels for the eval loss
     # Temporal probe (evaluation/temporal_probe.py): loss on real / time-reversed / direction-swapped /
     # frame-shuffled test clips at these log-SNRs; 0 clips turns it off.
@@ -630,10 +630,12 @@ class EvalConfig(_Section):
     def validate(self, f: str) -> None:
         if self.loss_batches < 0:
             _fail(f"{f}.loss_batches", f"must be >= 0 (0 = the whole eval split), got {self.loss_batches}")
-        for name in ("num_fvd_clips", "fvd_batch_size", "num_alignment_clips", "batch_size",
-                     "num_prediction_clips"):
+        for name in ("num_fvd_clips", "fvd_batch_size", "num_alignment_clips", "batch_size"):
             if getattr(self, name) < 1:
                 _fail(f"{f}.{name}", "must be >= 1")
+        if self.num_prediction_clips < 0:
+            _fail(f"{f}.num_prediction_clips", f"must be >= 0 (0 = no prediction task), got "
+                                               f"{self.num_prediction_clips}")
         if self.prediction_context_frames < 1:
             _fail(f"{f}.prediction_context_frames", "must be >= 1")
         if not self.eval_logsnrs:
@@ -699,6 +701,9 @@ class Config(_Section):
                   f"must be < data.num_frames={d.num_frames}")
         if self.training.num_sample_prompts > self.training.global_batch_size * 64:
             _fail("training.num_sample_prompts", "unreasonably large")
+        if m.conditioning != StageKind.NONE and self.evaluation.num_prediction_clips < 1:
+            _fail("evaluation.num_prediction_clips", "must be >= 1 for a cascade stage (its "
+                                                     "super-resolution clips)")
         _validate_stage_data(m, d)
 
 

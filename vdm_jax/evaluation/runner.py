@@ -159,11 +159,14 @@ class Evaluator:
                     out.update(tasks.probe(self.program, params, tokenizer, data))
             with timer("text_to_video"):
                 generated, rate = tasks.text_to_video(self.generator, params, data, n_t2v, c)
-            with timer("prediction"):
-                predicted = tasks.predict_clips(self.generator, params, data, c)
+            predicted = None
+            if e.num_prediction_clips:
+                with timer("prediction"):
+                    predicted = tasks.predict_clips(self.generator, params, data, c)
         out["sample_clips_per_sec"] = rate
-        with timer("prediction_scores"):
-            out.update(tasks.prediction_scores(predicted, data, c, self._lpips))
+        if predicted is not None:
+            with timer("prediction_scores"):
+                out.update(tasks.prediction_scores(predicted, data, c, self._lpips))
         if e.fvd:
             with timer("fvd"):
                 out.update(tasks.fvd_metrics(self._extractor, generated[:e.num_fvd_clips], data,
@@ -175,9 +178,10 @@ class Evaluator:
             d = step_dir(self.workdir, step)
             n = min(tasks.MAX_GRID_CLIPS, len(generated))
             save_video(os.path.join(d, "samples.gif"), make_grid(list(generated[:n]), data.captions[:n]))
-            clips, labels = tasks.prediction_grid(data.videos, predicted, data.captions,
-                                                  e.prediction_context_frames)
-            save_video(os.path.join(d, "prediction.gif"), make_grid(clips, labels, ncols=2))
+            if predicted is not None:
+                clips, labels = tasks.prediction_grid(data.videos, predicted, data.captions,
+                                                      e.prediction_context_frames)
+                save_video(os.path.join(d, "prediction.gif"), make_grid(clips, labels, ncols=2))
         return out
 
 
