@@ -175,14 +175,16 @@ def main(argv: Sequence[str]) -> None:
         if F.text_encoder:
             config = with_text_encoder(config, F.text_encoder)
         devices = topology_devices(F.topology, F.num_slices)
+        part = "train step"
         report = compile_step(config, devices, F.topology)
+        part = "text encoder"
         encoder = compile_text_encoder(config, devices, F.text_encoder) if F.text_encoder else None
     except (ConfigError, ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     except Exception as e:  # noqa: BLE001 - XLA refuses to compile what cannot fit: one line, exit 1
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
-        sys.exit(f"DOES NOT FIT ({F.topology}): {str(e).splitlines()[0]}")
+        sys.exit(f"DOES NOT FIT ({F.topology}, {part}): {str(e).splitlines()[0]}")
     if F.peak_tflops:
         report = dataclasses.replace(report, peak_flops_per_device=F.peak_tflops * 1e12)
     budget = F.memory_budget_gb * 1e9 if F.memory_budget_gb else hardware.device_spec(report.device_kind)[1]
