@@ -51,11 +51,13 @@ class EvalData:
 def num_records_needed(config: Config) -> int:
     e = config.evaluation
     return max(e.num_fvd_clips if e.fvd else 0, e.num_alignment_clips, e.num_prediction_clips,
-               e.num_probe_clips, e.train_probe_clips)
+               e.num_probe_clips)
 
 
-def load_eval_data(config: Config, tokenizer: Any, mesh: jax.sharding.Mesh | None = None) -> EvalData:
-    want = num_records_needed(config)
+def load_eval_data(config: Config, tokenizer: Any, mesh: jax.sharding.Mesh | None = None,
+                   num_records: int | None = None) -> EvalData:
+    """The first ``num_records`` (default: what the evaluation job's tasks need) eval records."""
+    want = num_records_needed(config) if num_records is None else num_records
     records = pipeline.eval_records(config.data, want)
     if len(records) < want:
         logging.warning("eval split %r has %d records, fewer than the %d asked for by evaluation.*",
@@ -116,8 +118,8 @@ def training_probe(config: Config) -> Any:
     cache: dict[str, EvalData] = {}
 
     def hook(program: Any, tokenizer: Any, params: Any) -> dict[str, float]:
-        if "data" not in cache:  # loaded once, at the first eval
-            cache["data"] = load_eval_data(config, tokenizer, program.mesh)
+        if "data" not in cache:  # the first n eval clips, loaded once at the first eval
+            cache["data"] = load_eval_data(config, tokenizer, program.mesh, num_records=max(n, 2))
         return probe(program, params, tokenizer, cache["data"], num_clips=n)
 
     return hook

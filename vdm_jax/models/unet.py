@@ -158,8 +158,6 @@ class Resample(nnx.Module):
         return self.conv(x)
 
 
-
-
 class VideoUNet(nnx.Module):
     """``model(x, logsnr, *, tokens, token_mask, text_embeddings, drop_text, frame_mask,
     deterministic) -> ModelOutput``; x is (B, T, H, W, C)."""
