@@ -68,3 +68,27 @@ def test_shift_moves_every_samplers_grid(name):
     for seen, on in ((base, base_grid), (shifted, grid)):  # every call is at a grid point
         assert np.abs(seen[:, None] - on[None, :]).min(axis=1).max() < 1e-3
     assert np.all(shifted <= base + 1e-3) and np.mean(shifted - base) < -1.5
+
+
+def test_sampling_grid_shift_moves_only_the_sampler_grid():
+    """sampling.grid_shift: a trained-with-shift schedule sampled on the unshifted grid (and back)."""
+    steps = 6
+    trained = Schedule.from_config(DiffusionConfig(logsnr_shift=-2.0), 16)
+    plain = Schedule.from_config(DiffusionConfig(), 16)
+    np.testing.assert_allclose(logsnr_grid(trained, steps, 2.0), logsnr_grid(plain, steps), atol=1e-4)
+    np.testing.assert_allclose(trained.logsnr(jnp.array([0.3, 0.7])),  # the schedule itself is unchanged
+                               Schedule.from_config(DiffusionConfig(logsnr_shift=-2.0), 16).logsnr(
+                                   jnp.array([0.3, 0.7])))
+    dcfg = DiffusionConfig(target="eps", logsnr_shift=-2.0)
+    seen = []
+
+    def denoise(z, logsnr, cond, drop):
+        jax.debug.callback(lambda v: seen.append(float(np.asarray(v).reshape(-1)[0])), logsnr)
+        return TOY.denoise(z, logsnr, "eps")
+
+    out = sample(denoise, shape=(4, TOY.dim), rng=jax.random.key(0), schedule=trained, diffusion_cfg=dcfg,
+                 sampler_cfg=SamplerConfig(name="ddim", steps=steps, grid_shift=2.0))
+    jax.block_until_ready(out)
+    np.testing.assert_allclose(seen, np.asarray(logsnr_grid(plain, steps))[:steps], atol=1e-3)
+    with pytest.raises(ValueError, match="sampling.grid_shift"):
+        SamplerConfig(grid_shift=20.0).validate("sampling")

@@ -367,6 +367,11 @@ class SamplerConfig(_Section):
     # Cascade stages (model.conditioning != none): the fixed noise-augmentation log-SNR of the
     # conditioning video at sampling (and in the eval loss); higher = cleaner.
     noise_aug_logsnr: float = 6.0
+    # Extra log-SNR shift of the sampler's time grid only (same sign as diffusion.logsnr_shift:
+    # positive = more of the steps at low noise). The model is trained on the whole log-SNR range,
+    # so a grid shifted away from the training schedule's is still on-distribution; 0 = the grid of
+    # the training schedule.
+    grid_shift: float = 0.0
 
     def validate(self, f: str) -> None:
         if self.steps < 1:
@@ -383,6 +388,8 @@ class SamplerConfig(_Section):
             _fail(f"{f}.dynamic_threshold", f"must be in [0, 1), got {self.dynamic_threshold}")
         if self.reconstruction_weight < 0:
             _fail(f"{f}.reconstruction_weight", "must be >= 0")
+        if not -10.0 <= self.grid_shift <= 10.0:
+            _fail(f"{f}.grid_shift", f"must be in [-10, 10] (log-SNR units), got {self.grid_shift}")
         if self.conditioning_method not in ("reconstruction", "replacement"):
             _fail(f"{f}.conditioning_method", f"unknown value {self.conditioning_method!r}; "
                                               "allowed: ['reconstruction', 'replacement']")

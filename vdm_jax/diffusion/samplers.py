@@ -20,6 +20,7 @@ With c = -expm1(lam_t - lam_s) = 1 - SNR_t/SNR_s:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -34,8 +35,11 @@ Predictor = Callable[[jax.Array, jax.Array, jax.Array], Denoised]  # (z, logsnr 
 Prepare = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # (z, logsnr (B,), key) -> z
 
 
-def logsnr_grid(schedule: Schedule, steps: int) -> jax.Array:
-    """(steps + 1,) log-SNRs from t = 1 (noise) to t = 0 (data)."""
+def logsnr_grid(schedule: Schedule, steps: int, grid_shift: float = 0.0) -> jax.Array:
+    """(steps + 1,) log-SNRs from t = 1 (noise) to t = 0 (data), uniform in t of ``schedule``
+    shifted by a further ``grid_shift`` (``sampling.grid_shift``; the endpoints stay)."""
+    if grid_shift:
+        schedule = dataclasses.replace(schedule, shift=schedule.shift + float(grid_shift))
     return schedule.logsnr(jnp.linspace(1.0, 0.0, steps + 1))
 
 
@@ -87,7 +91,7 @@ def run_sampler(predict: Predictor, *, z_init: jax.Array, rng: jax.Array, schedu
     kind = sampler_cfg.name
     prepare = prepare or (lambda z, lam, key: z)
     steps, batch = sampler_cfg.steps, z_init.shape[0]
-    grid = logsnr_grid(schedule, steps)
+    grid = logsnr_grid(schedule, steps, sampler_cfg.grid_shift)
     noisy = kind in (SamplerKind.ANCESTRAL, SamplerKind.LANGEVIN_PC) or (
         kind is SamplerKind.DDIM and sampler_cfg.ddim_eta > 0)
     z_init = z_init.astype(jnp.float32)
