@@ -21,6 +21,15 @@ def get_config(arg: str | None = None):
     if a.ssr and a.tsr:
         raise ValueError("choose one stage: ssr or tsr")
     c = moving_digits.get_config("smoke" if a.smoke else None)
+    # The stages read the motion from their conditioning video: none of the base model's motion
+    # options, and the plain cosine schedule and DDIM grid the stages were measured with.
+    c.model.word_conditioning = False
+    c.model.frame_conditioning = False
+    c.model.position_zero_init = True
+    c.model.layout_grid = 0
+    c.diffusion.logsnr_shift = 0.0
+    c.sampling.name = "ddim"
+    c.sampling.grid_shift = 0.0
     c.model.noise_aug_logsnr_min = 3.0
     c.model.noise_aug_logsnr_max = 12.0
     c.sampling.noise_aug_logsnr = 6.0
