@@ -21,7 +21,7 @@ def workdir(tmp_path_factory):
 def test_cli_writes_captioned_gif_grid(workdir, tmp_path):
     out = tmp_path / "grid.gif"
     args = [f"--workdir={workdir}", *(f"--prompt={p}" for p in PROMPTS), f"--out={out}", "--steps=2",
-            "--guidance=1.5", "--seed=3", "--step=6"]
+            "--sampler=ddim", "--guidance=1.5", "--seed=3", "--step=6"]
     r = common.run("launch.sample", args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 video(s) of 4 frames from step 6 (ddim, 2 steps, guidance 1.5)" in r.stdout

@@ -181,7 +181,7 @@ class VideoUNet(nnx.Module):
         # through a zero-initialised layout head and stays near zero (BUILD_NOTES, "Word conditioning").
         use_words = cfg.word_conditioning and cfg.text_encoder == TextEncoderKind.TRANSFORMER
         self.word_cond = param(rngs, nnx.initializers.normal(cfg.word_init_std),
-                               (cfg.vocab_size, cfg.cond_dim), ("vocab", "mlp")) if use_words else None
+                               (cfg.vocab_size, cfg.cond_dim), ("vocab", "embed")) if use_words else None
         self.time1 = Dense(base, cfg.cond_dim, dtype=dt, rngs=rngs)
         self.time2 = Dense(cfg.cond_dim, cfg.cond_dim, ("mlp", "embed"), dtype=dt, rngs=rngs)
         # A cascade stage reads its conditioning video concatenated with z on channels.
