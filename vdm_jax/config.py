@@ -308,9 +308,8 @@ class ModelConfig(_Section):
         if not 0.0 <= self.dropout < 1.0:
             _fail(f"{f}.dropout", f"must be in [0, 1), got {self.dropout}")
         if self.layout_grid < 0 or (self.layout_grid and self.resolution % self.layout_grid):
-            _fail(f"{f}.layout_grid", f"must be 0 (off) or divide the frame size (data.resolution="
-                                      f"{self.resolution}), "
-                                      f"got {self.layout_grid}")
+            _fail(f"{f}.layout_grid", f"must be 0 (off) or divide the frame size "
+                                      f"(data.resolution={self.resolution}), got {self.layout_grid}")
         if self.word_init_std < 0:
             _fail(f"{f}.word_init_std", f"must be >= 0, got {self.word_init_std}")
         if self.text_layers < 0:
