@@ -123,3 +123,29 @@ def test_stage_evaluation_scores_super_resolution_next_to_bilinear(stages, tmp_p
     assert 10 < metrics["sr_bilinear_psnr"] < 60  # the baseline is scored against the real clips
     assert "sr_psnr" in (ssr / "eval" / "summary.md").read_text()
     assert (ssr / "eval" / "step_2" / "super_resolution.gif").exists()
+
+
+def test_stage_evaluation_with_the_guidance_baseline_and_the_full_cascade(stages, tmp_path_factory):
+    base, ssr, data_dir = stages
+    guide = tmp_path_factory.mktemp("guide") / "work"  # a single-resolution smoke model at 32x32
+    r = common.run("launch.train", ["--config=configs/moving_digits.py:smoke", f"--workdir={guide}",
+                                    f"--config.data.data_dir={data_dir}", "--config.data.resolution=32",
+                                    "--config.model.attention_resolutions=(16,)", *SSR_OVERRIDES])
+    assert r.returncode == 0, r.stderr[-3000:]
+    args = [f"--config={SSR}", f"--workdir={ssr}", f"--config.data.data_dir={data_dir}", *SSR_OVERRIDES,
+            "--config.evaluation.fvd=False", "--config.evaluation.lpips=False", "--step=2",
+            f"--config.evaluation.cascade_base_workdir={base}",
+            f"--config.evaluation.sr_guidance_workdir={guide}"]
+    r = common.run("launch.evaluate", args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((ssr / "eval" / "step_2" / "metrics.json").read_text())
+    assert 5 < metrics["sr_guided_psnr"] < 60 and isinstance(metrics["sr_guided_ssim"], float)
+    assert metrics["sr_protocol"]["guidance_model"].startswith(str(guide))
+    for key in ("cascade_align_color_acc", "cascade_base_align_color_acc", "cascade_align_motion_chance"):
+        assert key in metrics, key
+    assert metrics["cascade_protocol"]["num_clips"] == 4  # smoke: num_alignment_clips, no FVD
+    assert (ssr / "eval" / "step_2" / "cascade.gif").exists()
+    # the two references are checked: a stage is neither a guidance model nor a cascade base
+    r = common.run("launch.evaluate", [*args[:-2], f"--config.evaluation.sr_guidance_workdir={ssr}"])
+    assert r.returncode != 0 and "evaluation.sr_guidance_workdir" in r.stderr
+    assert "needs a single-resolution model" in r.stderr

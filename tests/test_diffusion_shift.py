@@ -92,3 +92,30 @@ def test_sampling_grid_shift_moves_only_the_sampler_grid():
     np.testing.assert_allclose(seen, np.asarray(logsnr_grid(plain, steps))[:steps], atol=1e-3)
     with pytest.raises(ValueError, match="sampling.grid_shift"):
         SamplerConfig(grid_shift=20.0).validate("sampling")
+
+
+def test_train_mix_shifts_a_spread_fraction_of_the_batch_only_in_training():
+    from vdm_jax.config import ConfigError
+    from vdm_jax.diffusion.losses import mix_mask, sample_logsnr
+
+    cfg = DiffusionConfig(logsnr_shift=-3.0, train_mix_fraction=0.5, train_mix_shift=3.0)
+    plain = DiffusionConfig(logsnr_shift=-3.0)
+    schedule = Schedule.from_config(cfg, 16)
+    rng = jax.random.PRNGKey(0)
+    mixed, base = sample_logsnr(rng, 16, cfg, schedule), sample_logsnr(rng, 16, plain, schedule)
+    mask = np.asarray(mix_mask(16, 0.5))
+    assert mask.sum() == 8 and 0 < mask[:8].sum() < 8  # not one contiguous run of the batch
+    want = np.clip(np.asarray(base) + 3.0 * mask, cfg.logsnr_min, cfg.logsnr_max)
+    np.testing.assert_allclose(mixed, want, atol=1e-5)
+    assert np.abs(np.asarray(mixed) - np.asarray(base))[mask == 0].max() == 0
+    # the mixed examples follow the unshifted schedule (up to its endpoint adjustment): shift undone
+    unshifted = Schedule.from_config(DiffusionConfig(), 16)
+    t = schedule.t_of_logsnr(base)
+    inner = (mask == 1) & (np.abs(np.asarray(mixed)) < 15)
+    np.testing.assert_allclose(np.asarray(mixed)[inner], np.asarray(unshifted.logsnr(t))[inner], atol=1e-2)
+    # fixed levels (evaluation, the probe) are untouched
+    np.testing.assert_array_equal(sample_logsnr(None, 4, cfg, schedule, logsnr=-2.0), [-2.0] * 4)
+    with pytest.raises(ConfigError, match="diffusion.train_mix_fraction"):
+        DiffusionConfig(train_mix_fraction=1.5)
+    with pytest.raises(ConfigError, match="diffusion.train_mix_shift"):
+        DiffusionConfig(train_mix_shift=12.0)

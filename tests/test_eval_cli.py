@@ -19,6 +19,9 @@ from vdm_jax.evaluation import alignment, loading, runner
 EXPECTED_KEYS = {"step", "eval_loss", "eval_loss_logsnr_-4", "eval_loss_logsnr_0", "eval_loss_logsnr_4",
                  "align_color_acc", "align_color_chance", "align_motion_acc", "align_motion_chance",
                  "align_count_acc", "pred_psnr", "pred_ssim", "pred_lpips", "pred_protocol", "eval_loss_n",
+                 "i2v_psnr", "i2v_ssim", "i2v_lpips", "i2v_copy_first_psnr", "i2v_protocol",
+                 "interp_psnr", "interp_ssim", "interp_lpips", "interp_repeat_psnr", "interp_blend_ssim",
+                 "interp_protocol",
                  "sample_clips_per_sec", "eval_seconds", "sampler", "seconds"}
 
 
@@ -48,6 +51,10 @@ def test_follow_evaluates_each_new_checkpoint_once(followed):
         metrics = json.loads((workdir / "eval" / f"step_{step}" / "metrics.json").read_text())
         assert EXPECTED_KEYS <= set(metrics), sorted(EXPECTED_KEYS - set(metrics))
         assert metrics["step"] == step and metrics["pred_protocol"]["context_frames"] == 1
+        assert metrics["i2v_protocol"]["frames_scored"] == [1, 2, 3]
+        assert metrics["interp_protocol"]["frames_given"] == [0, 2]
+        assert metrics["interp_protocol"]["frames_scored"] == [1, 3]
+        assert math.isfinite(metrics["i2v_psnr"]) and math.isfinite(metrics["interp_lpips"])
         assert metrics["eval_loss_n"] == 16  # the whole smoke test split
         assert 0 < metrics["eval_loss"] < 10 and math.isfinite(metrics["pred_psnr"])
         assert 0 <= metrics["align_color_acc"] <= 1 and 0 < metrics["align_color_chance"] < 1
@@ -55,6 +62,8 @@ def test_follow_evaluates_each_new_checkpoint_once(followed):
         assert (metrics["align_motion_n"] == 0) == (metrics["align_motion_acc"] is None)
         gif = Image.open(workdir / "eval" / f"step_{step}" / "samples.gif")
         assert gif.n_frames == 4  # smoke: 4-frame clips
+        for task in ("image_to_video", "interpolation"):
+            assert Image.open(workdir / "eval" / f"step_{step}" / f"{task}.gif").n_frames == 4
     # The summary covers both steps.
     csv_rows = (workdir / "eval" / "summary.csv").read_text().splitlines()
     assert len(csv_rows) == 3 and csv_rows[0].startswith("step,eval_loss,")

@@ -218,6 +218,8 @@ def _validate_stage(m: ModelConfig, f: str) -> None:
     if m.conditioning == StageKind.SPATIAL_SR and m.resolution % m.conditioning_factor:
         _fail(f"{f}.conditioning_factor", f"must divide the frame size {m.resolution} "
                                           f"(model.conditioning='spatial_sr'), got {m.conditioning_factor}")
+    if m.stage_residual and m.conditioning == StageKind.NONE:
+        _fail(f"{f}.stage_residual", "needs a cascade stage (model.conditioning is 'none')")
     if not m.noise_aug_logsnr_min <= m.noise_aug_logsnr_max:
         _fail(f"{f}.noise_aug_logsnr_min", f"must be <= noise_aug_logsnr_max "
                                            f"({m.noise_aug_logsnr_min} > {m.noise_aug_logsnr_max})")
@@ -293,6 +295,10 @@ class ModelConfig(_Section):
     conditioning_factor: int = 2
     noise_aug_logsnr_min: float = 0.0
     noise_aug_logsnr_max: float = 12.0
+    # Residual stage: the diffusion runs on the clip minus the clean conditioning video resized to
+    # the output shape (zero wherever the upsampled input is already right, e.g. flat backgrounds);
+    # sampling adds the resized input back. The model's inputs are unchanged.
+    stage_residual: bool = False
 
     def validate(self, f: str) -> None:
         _validate_stage(self, f)
@@ -333,6 +339,12 @@ class DiffusionConfig(_Section):
     # Added to the schedule's log-SNR at every t (endpoints kept); negative = more noise. Used by
     # training, eval and every sampler alike (see diffusion/schedules.py).
     logsnr_shift: float = 0.0
+    # Training only: this fraction of every batch (spread evenly over the batch) gets `train_mix_shift`
+    # added to its drawn log-SNR (clipped to [logsnr_min, logsnr_max]), e.g. logsnr_shift=-3 with a
+    # mix shift of +3 trains part of the batch on the unshifted schedule. Eval levels and samplers
+    # are unaffected.
+    train_mix_fraction: float = 0.0
+    train_mix_shift: float = 0.0
     target: Target = Target.EPS
     loss_weighting: LossWeighting = LossWeighting.NONE
     min_snr_gamma: float = 5.0
@@ -345,6 +357,10 @@ class DiffusionConfig(_Section):
             _fail(f"{f}.min_snr_gamma", f"must be > 0, got {self.min_snr_gamma}")
         if self.shift_base_resolution < 1:
             _fail(f"{f}.shift_base_resolution", "must be >= 1")
+        if not 0.0 <= self.train_mix_fraction <= 1.0:
+            _fail(f"{f}.train_mix_fraction", f"must be in [0, 1], got {self.train_mix_fraction}")
+        if abs(self.train_mix_shift) > 10.0:
+            _fail(f"{f}.train_mix_shift", f"must be in [-10, 10] (log-SNR units), got {self.train_mix_shift}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -616,6 +632,19 @@ class EvalConfig(_Section):
     num_alignment_clips: int = 64
     prediction_context_frames: int = 2  # prediction task: the first k frames are given
     num_prediction_clips: int = 16  # 0 skips the prediction task (a cascade stage's SR clips: >= 1)
+    # Conditioning tasks of a base model, scored like prediction on the frames it generated:
+    # image-to-video (frame 0 given) and interpolation (every `interpolation_stride`-th frame given).
+    num_image_to_video_clips: int = 16  # 0 = off
+    num_interpolation_clips: int = 16  # 0 = off
+    interpolation_stride: int = 2
+    # A cascade stage's evaluation (model.conditioning != 'none'), both optional:
+    # cascade_base_workdir: the lower model whose text-to-video samples the stage upsamples -> FVD of the
+    #   full cascade against real clips at the stage's output size, and text alignment of the base's
+    #   and the cascade's outputs on the same captions;
+    # sr_guidance_workdir: a single-resolution model at the stage's output size -> super-resolution
+    #   by reconstruction guidance on the same clips (the baseline the trained stage should beat).
+    cascade_base_workdir: str = ""
+    sr_guidance_workdir: str = ""
     eval_logsnrs: tuple[float, ...] = (-4.0, 0.0, 4.0)  # fixed noise levels for the eval loss
     # Temporal probe (evaluation/temporal_probe.py): loss on real / time-reversed / direction-swapped /
     # frame-shuffled test clips at these log-SNRs; 0 clips turns it off.
@@ -645,6 +674,12 @@ class EvalConfig(_Section):
                                                f"{self.num_prediction_clips}")
         if self.prediction_context_frames < 1:
             _fail(f"{f}.prediction_context_frames", "must be >= 1")
+        for name in ("num_image_to_video_clips", "num_interpolation_clips"):
+            if getattr(self, name) < 0:
+                _fail(f"{f}.{name}", f"must be >= 0 (0 = off), got {getattr(self, name)}")
+        if self.interpolation_stride < 2:
+            _fail(f"{f}.interpolation_stride", f"must be >= 2 (every k-th frame given), got "
+                                               f"{self.interpolation_stride}")
         if not self.eval_logsnrs:
             _fail(f"{f}.eval_logsnrs", "must list at least one log-SNR")
         if self.num_probe_clips < 0:
@@ -706,6 +741,9 @@ class Config(_Section):
         if self.evaluation.prediction_context_frames >= d.num_frames:
             _fail("evaluation.prediction_context_frames",
                   f"must be < data.num_frames={d.num_frames}")
+        if self.evaluation.num_interpolation_clips and self.evaluation.interpolation_stride >= d.num_frames:
+            _fail("evaluation.interpolation_stride",
+                  f"must be < data.num_frames={d.num_frames} (at least two frames given)")
         if self.training.num_sample_prompts > self.training.global_batch_size * 64:
             _fail("training.num_sample_prompts", "unreasonably large")
         if m.conditioning != StageKind.NONE and self.evaluation.num_prediction_clips < 1:

@@ -4,6 +4,10 @@ The lower stage's video is corrupted with the forward process before the stage s
 ``aug(y) = alpha(l) y + sigma(l) noise`` at an augmentation log-SNR ``l``, drawn uniformly from
 ``[lo, hi]`` per example in training and fixed at sampling. The stage is told ``l``, so at sampling a
 moderate level makes it robust to the lower stage's artifacts without losing the content.
+
+``sample_stage`` is the one sampling path of a stage (evaluation, the sample CLI's cascade and
+training's periodic samples): augment the conditioning video at the fixed level, sample, and for a
+residual stage (``model.stage_residual``) add the clean resized conditioning video back.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from vdm_jax.config import ModelConfig, SamplerConfig
 from vdm_jax.diffusion.parameterization import q_sample
+from vdm_jax.models.stage import to_output_shape
 
 
 def draw_aug_logsnr(rng: jax.Array, batch: int, lo: float, hi: float) -> jax.Array:
@@ -34,3 +40,22 @@ def augmented_inputs(low_res: jax.Array, aug_logsnr: jax.Array | float, rng: jax
     level = jnp.broadcast_to(jnp.asarray(aug_logsnr, jnp.float32), (b,))
     noise = jax.random.normal(rng, low_res.shape, jnp.float32)
     return {"low_res": augment(low_res, level, noise), "aug_logsnr": level}
+
+
+def residual_base(cfg: ModelConfig, low_res: jax.Array) -> jax.Array | float:
+    """What a residual stage's diffusion variable is measured from: the clean conditioning video
+    resized to the output shape (``model.stage_residual``); 0 for any other model."""
+    if not cfg.stage_residual:
+        return 0.0
+    return to_output_shape(cfg, jnp.asarray(low_res, jnp.float32))
+
+
+def sample_stage(sample_fn, denoiser, cfg: ModelConfig, sampler_cfg: SamplerConfig, low_res: jax.Array,
+                 text: dict[str, jax.Array], rng: jax.Array, **sample_kwargs) -> jax.Array:
+    """A stage's output for the clean conditioning video ``low_res``: noised once to
+    ``sampler_cfg.noise_aug_logsnr``, then ``sample_fn(denoiser, cond=..., rng=..., sampler_cfg=...,
+    **sample_kwargs)`` (``vdm_jax.diffusion.sample``) and, for a residual stage, the resized input added."""
+    aug_rng, rng = jax.random.split(rng)
+    inputs = {**text, **augmented_inputs(low_res, sampler_cfg.noise_aug_logsnr, aug_rng)}
+    out = sample_fn(denoiser, rng=rng, sampler_cfg=sampler_cfg, cond=inputs, **sample_kwargs)
+    return out + residual_base(cfg, low_res)

@@ -42,7 +42,19 @@ def sample_logsnr(rng: jax.Array | None, batch: int, cfg: DiffusionConfig, sched
     ``cfg.time_sampling`` and mapped through the schedule."""
     if logsnr is not None:
         return jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), (batch,))
-    return schedule.logsnr(sample_times(rng, batch, cfg.time_sampling))
+    drawn = schedule.logsnr(sample_times(rng, batch, cfg.time_sampling))
+    if not cfg.train_mix_fraction or not cfg.train_mix_shift:
+        return drawn
+    return jnp.clip(drawn + cfg.train_mix_shift * mix_mask(batch, cfg.train_mix_fraction),
+                    cfg.logsnr_min, cfg.logsnr_max)
+
+
+def mix_mask(batch: int, fraction: float) -> jax.Array:
+    """(B,) 0/1: which examples get ``diffusion.train_mix_shift``; round(fraction * B) of them, spread
+    over the batch by the golden-ratio sequence (so they are not one contiguous run of the
+    low-discrepancy times, and each microbatch gets its share)."""
+    order = jnp.argsort(jnp.mod((jnp.arange(batch) + 0.5) * 0.6180339887498949, 1.0))
+    return (jnp.argsort(order) < round(fraction * batch)).astype(jnp.float32)
 
 
 def loss_weight(logsnr: jax.Array, cfg: DiffusionConfig) -> jax.Array:

@@ -28,7 +28,7 @@ import numpy as np
 from data_pipelines.video_io import to_uint8
 from vdm_jax.config import SamplerConfig, TextEncoderKind
 from vdm_jax.diffusion import conditional_sample, extend_video, prediction_observation, sample
-from vdm_jax.diffusion.augmentation import augmented_inputs
+from vdm_jax.diffusion.augmentation import sample_stage
 from vdm_jax.diffusion.conditioning import FrameObservation, super_resolution_observation
 from vdm_jax.diffusion.schedules import Schedule
 from vdm_jax.models.plan import ModelPlan
@@ -185,18 +185,16 @@ class Generator:
 
         def build():
             def run(params, cond, low_res, rng):
-                aug_rng, rng = jax.random.split(rng)
-                inputs = {**(cond if text and cond else {}),
-                          **augmented_inputs(low_res, sampler.noise_aug_logsnr, aug_rng)}
-                return sample(self.plan.denoiser(params), shape=shape, rng=rng, schedule=self._schedule,
-                              diffusion_cfg=self.config.diffusion, sampler_cfg=sampler, cond=inputs)
+                return sample_stage(sample, self.plan.denoiser(params), m, sampler, low_res,
+                                    cond if text and cond else {}, rng, shape=shape,
+                                    schedule=self._schedule, diffusion_cfg=self.config.diffusion)
             return run
 
         cond = jax.tree.map(jnp.asarray, cond) if cond and text else {}
         return self._program(("sr", shape), build)(params, cond, low_res, rng)
 
 
-def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
+def pad_rows(x: np.ndarray, n: int) -> np.ndarray:
     return x if x.shape[0] == n else np.concatenate([x, np.repeat(x[-1:], n - x.shape[0], axis=0)])
 
 
@@ -210,12 +208,12 @@ def generate_in_batches(fn, inputs: dict[str, np.ndarray], batch_size: int, *, c
     """
     n = len(next(iter(inputs.values())))
     if cold and n <= batch_size:
-        to_uint8(fn({k: _pad_rows(np.asarray(v), batch_size) for k, v in inputs.items()}, 0))  # compile
+        to_uint8(fn({k: pad_rows(np.asarray(v), batch_size) for k, v in inputs.items()}, 0))  # compile
         cold = False
     out, timed, t_timed = [], 0, 0.0
     for i, start in enumerate(range(0, n, batch_size)):
         stop = min(n, start + batch_size)
-        chunk = {k: _pad_rows(np.asarray(v[start:stop]), batch_size) for k, v in inputs.items()}
+        chunk = {k: pad_rows(np.asarray(v[start:stop]), batch_size) for k, v in inputs.items()}
         t0 = time.perf_counter()
         clips = to_uint8(fn(chunk, i))[: stop - start]  # device_get: waits for the result
         dt = time.perf_counter() - t0

@@ -8,10 +8,15 @@ Per evaluated step it writes, under ``DIR/eval/step_N/``:
                       step as done (a restarted follower skips it);
   ``samples.gif``     captioned grid of text-to-video samples;
   ``prediction.gif``  real clips next to their predictions from the first k frames;
+  ``image_to_video.gif``, ``interpolation.gif``  the same for the other given-frame tasks
+                      (:mod:`vdm_jax.evaluation.given_frame_tasks`, ``i2v_*`` / ``interp_*``);
 A cascade stage (``model.conditioning``) gets the eval loss and, in place of the generation tasks,
 super-resolution of the first ``evaluation.num_prediction_clips`` eval clips from their
-downsampled versions (``sr_*`` PSNR/SSIM/LPIPS next to model-free baselines,
-:mod:`vdm_jax.evaluation.stage_tasks`) and ``super_resolution.gif``;
+downsampled versions (``sr_*`` PSNR/SSIM/LPIPS next to model-free baselines and, with
+``evaluation.sr_guidance_workdir``, reconstruction guidance of a single-resolution model;
+:mod:`vdm_jax.evaluation.stage_tasks`) and ``super_resolution.gif``; with
+``evaluation.cascade_base_workdir`` also the full cascade from the eval captions (``cascade_fvd``,
+``cascade_align_*`` next to the base model's ``cascade_base_align_*``) and ``cascade.gif``;
 then appends one line to ``DIR/eval/log.jsonl`` and refreshes ``DIR/eval/summary.{csv,md,png}``.
 FVD reference features are cached under ``DIR/eval/cache``. The training workdir's checkpoints are
 only read (read-only orbax manager): the job never deletes, locks or writes there, so it never
@@ -38,7 +43,7 @@ from absl import logging
 from data_pipelines.video_io import default_file_mode, make_grid, save_video
 from vdm_jax import checkpointing as ckpt
 from vdm_jax.config import to_dict
-from vdm_jax.evaluation import loading, stage_tasks, summary, tasks
+from vdm_jax.evaluation import cascade, given_frame_tasks, loading, stage_tasks, summary, tasks
 from vdm_jax.evaluation.fvd import make_extractor
 from vdm_jax.evaluation.generation import Generator
 from vdm_jax.evaluation.lpips import make_lpips
@@ -117,7 +122,8 @@ class Evaluator:
 
     def _feature_nets(self) -> None:
         e = self.config.evaluation
-        if e.fvd and self._extractor is None and self.config.model.conditioning.value == "none":
+        wants_fvd = self.config.model.conditioning.value == "none" or e.cascade_base_workdir
+        if e.fvd and self._extractor is None and wants_fvd:
             self._extractor = make_extractor(e)
             c = self.config.data  # compile now, so the clips/s of the first step excludes compilation
             self._extractor(np.zeros((1, c.num_frames, c.resolution, c.resolution, 3), np.uint8))
@@ -163,10 +169,19 @@ class Evaluator:
             if e.num_prediction_clips:
                 with timer("prediction"):
                     predicted = tasks.predict_clips(self.generator, params, data, c)
+            given = {}
+            for task in given_frame_tasks.TASKS:
+                if given_frame_tasks.num_clips(task, c):
+                    with timer(task):
+                        given[task] = given_frame_tasks.generate(task, self.generator, params, data.videos,
+                                                                 data.cond, c)
         out["sample_clips_per_sec"] = rate
         if predicted is not None:
             with timer("prediction_scores"):
                 out.update(tasks.prediction_scores(predicted, data, c, self._lpips))
+        for task, clips in given.items():
+            with timer(f"{task}_scores"):
+                out.update(given_frame_tasks.scores(task, clips, data.videos, c, self._lpips))
         if e.fvd:
             with timer("fvd"):
                 out.update(tasks.fvd_metrics(self._extractor, generated[:e.num_fvd_clips], data,
@@ -182,15 +197,21 @@ class Evaluator:
                 clips, labels = tasks.prediction_grid(data.videos, predicted, data.captions,
                                                       e.prediction_context_frames)
                 save_video(os.path.join(d, "prediction.gif"), make_grid(clips, labels, ncols=2))
+            for task, generated_clips in given.items():
+                clips, labels = given_frame_tasks.grid(task, data.videos, generated_clips, data.captions, c)
+                save_video(os.path.join(d, f"{task}.gif"), make_grid(clips, labels, ncols=2))
         return out
 
 
     def _compute_stage(self, params: Any, tokenizer: Any, data: tasks.EvalData, step: int,
                        out: dict[str, Any], timer: Any) -> dict[str, Any]:
         """A cascade stage: eval loss and super-resolution of real clips (see the module doc)."""
-        c = self.config
-        n = min(c.evaluation.num_prediction_clips, len(data.videos))
+        c, e = self.config, self.config.evaluation
+        n = min(e.num_prediction_clips, len(data.videos))
         real = data.videos[:n]
+        # the reference models first: a wrong workdir fails before any sampling
+        guide = stage_tasks.load_guidance_model(c) if e.sr_guidance_workdir else None
+        base = stage_tasks.load_cascade_base(c) if e.cascade_base_workdir else None
         with jax.set_mesh(self.mesh):
             with timer("eval_loss"):
                 out.update(tasks.eval_loss(self.program, params, tokenizer))
@@ -199,14 +220,41 @@ class Evaluator:
                 generated = stage_tasks.super_resolve_clips(self.generator, params, real, cond, c)
         with timer("super_resolution_scores"):
             out.update(stage_tasks.stage_scores(generated, real, c, self._lpips))
+        if guide is not None:
+            with timer("guided_super_resolution"):
+                guided = stage_tasks.guided_clips(guide, real, data.captions[:n], c)
+                out.update(stage_tasks.guided_scores(guided, real, c, self._lpips))
+                out["sr_protocol"]["guidance_model"] = f"{guide.workdir} step {guide.step}"
+        cascade_out = None
+        if base is not None:
+            n_cascade = min(len(data.videos), max(e.num_fvd_clips if e.fvd else 0, e.num_alignment_clips))
+            with timer("cascade"):
+                base_out, cascade_out = stage_tasks.cascade_clips(
+                    base, self.generator, params, data.captions[:n_cascade], data.cond, self.mesh, c)
+            out["cascade_protocol"] = {"base_model": f"{base.workdir} step {base.step}",
+                                       "num_clips": n_cascade}
+            if e.fvd:
+                with timer("cascade_fvd"):
+                    scores = tasks.fvd_metrics(self._extractor, cascade_out[:e.num_fvd_clips], data,
+                                               os.path.join(eval_dir(self.workdir), "cache"))
+                out.update({f"cascade_{k}": v for k, v in scores.items()})
+            if data.attributes is not None:
+                out.update(stage_tasks.cascade_alignment(base_out, cascade_out, data.attributes, c))
         if jax.process_index() == 0:
             clips, labels = stage_tasks.stage_grid(real, generated, c, data.captions)
             save_video(os.path.join(step_dir(self.workdir, step), "super_resolution.gif"),
                        make_grid(clips, labels, ncols=3))
+            if cascade_out is not None:
+                rows = min(tasks.MAX_GRID_CLIPS // 2, len(cascade_out))
+                grid, names = cascade.side_by_side([base_out[:rows], cascade_out[:rows]], ["base", "cascade"])
+                names = [f"{name}: {data.captions[i // 2]}" for i, name in enumerate(names)]
+                save_video(os.path.join(step_dir(self.workdir, step), "cascade.gif"),
+                           make_grid(grid, names, ncols=2))
         return out
 
 
-_ORDER = ("step", "eval_loss", "fvd", "align_", "pred_", "sr_", "probe_", "sample_clips_per_sec",
+_ORDER = ("step", "eval_loss", "fvd", "align_", "pred_", "i2v_", "interp_", "sr_", "cascade_", "probe_",
+          "sample_clips_per_sec",
           "i3d_clips_per_sec",
           "eval_seconds")
 

@@ -6,6 +6,17 @@ f-th frame in time) and its samples are scored with PSNR / SSIM / LPIPS next to 
 baselines on the same clips: bilinear upsampling (spatial_sr; the same resize the stage's input
 uses), frame repetition and linear blending of the given frames (temporal_sr). A temporal stage
 is scored on the frames it generated (the given frames excluded), a spatial stage on every frame.
+
+Two optional references, each loaded from its own workdir (saved config, tokenizer, EMA params):
+  ``evaluation.sr_guidance_workdir``  a single-resolution model at the stage's output shape, made to
+      do the stage's job by reconstruction guidance (VDM section 3.1): spatial_sr through the same
+      area downsampling, temporal_sr by interpolation (the given frames placed at 0, f, 2f, ...).
+      Scored on the same clips and frames as ``sr_guided_*``.
+  ``evaluation.cascade_base_workdir``  the lower model of the cascade: its text-to-video samples for
+      the eval captions, upsampled by the stage, give ``cascade_fvd`` against the real clips at the
+      stage's output shape, and (moving_digits) text alignment of the cascade's output
+      (``cascade_align_*``) next to the base model's own (``cascade_base_align_*``) on the same
+      captions.
 """
 
 from __future__ import annotations
@@ -18,8 +29,12 @@ import numpy as np
 from data_pipelines.stage_inputs import downsample
 from data_pipelines.video_io import to_uint8, to_unit
 from vdm_jax.config import Config, StageKind
-from vdm_jax.evaluation.generation import Generator, generate_in_batches
+from vdm_jax.evaluation import cascade
+from vdm_jax.evaluation.alignment import score_alignment
+from vdm_jax.evaluation.generation import Generator, generate_in_batches, pad_rows
 from vdm_jax.evaluation.image_metrics import prediction_metrics
+from vdm_jax.evaluation.loading import EvalInputError
+from vdm_jax.models import prompts
 from vdm_jax.models.stage import upsample_bilinear
 
 GRID_CLIPS = 4
@@ -91,3 +106,110 @@ def stage_grid(real: np.ndarray, generated: np.ndarray, config: Config, captions
         clips += [base[i], generated[i], real[i]]
         labels += [f"{name}: {captions[i]}", "stage output", "real"]
     return clips, labels
+
+
+# -- references loaded from other workdirs ---------------------------------------------------
+
+
+def _shape(config: Config) -> tuple[int, int]:
+    return config.data.num_frames, config.data.resolution
+
+
+def load_guidance_model(config: Config) -> cascade.LoadedModel:
+    """``evaluation.sr_guidance_workdir``'s latest checkpoint, checked to be a single-resolution
+    model at the stage's output shape."""
+    workdir = config.evaluation.sr_guidance_workdir
+    model = cascade.load_model(workdir, "latest", f"evaluation.sr_guidance_workdir ({workdir})")
+    if model.kind != StageKind.NONE:
+        raise EvalInputError(f"{model.name} is a {model.kind.value} stage; the guidance baseline needs a "
+                             "single-resolution model (model.conditioning='none')")
+    if _shape(model.config) != _shape(config):
+        raise EvalInputError(f"{model.name} makes {model.frames} frames of {model.resolution}x"
+                             f"{model.resolution}, but the stage makes {config.data.num_frames} frames of "
+                             f"{config.data.resolution}x{config.data.resolution}")
+    return model
+
+
+def guided_clips(model: cascade.LoadedModel, real: np.ndarray, captions: list[str], config: Config
+                 ) -> np.ndarray:
+    """uint8: ``model`` doing the stage's job on the real clips' downsampled versions by
+    reconstruction guidance (the stage's own evaluation seed)."""
+    m, e = config.model, config.evaluation
+    generator = Generator(model.plan)
+    key = jax.random.fold_in(jax.random.PRNGKey(e.seed), 21_000)
+    low = low_res_of(real, config)
+    f = m.conditioning_factor
+    inputs = {"low_res": low, **prompts.encode_prompts(model.config, model.tokenizer, captions, model.mesh)}
+
+    def run(chunk, i):
+        text = {k: v for k, v in chunk.items() if k != "low_res"}
+        rng = jax.random.fold_in(key, i)
+        if m.conditioning == StageKind.SPATIAL_SR:
+            return generator.guided_super_resolution(model.params, text, chunk["low_res"], f, rng)
+        return generator.given_frames(model.params, text, chunk["low_res"],
+                                      tuple(range(0, config.data.num_frames, f)), rng)
+
+    with jax.set_mesh(model.mesh):
+        return generate_in_batches(run, inputs, e.batch_size)[0]
+
+
+def guided_scores(guided: np.ndarray, real: np.ndarray, config: Config, lpips: Any) -> dict[str, Any]:
+    idx = scored_frames(config, real.shape[1])
+    scores = prediction_metrics(guided[:, idx], real[:, idx], 0, lpips_fn=lpips)
+    return {f"sr_guided_{k}": v for k, v in scores.items()}
+
+
+def load_cascade_base(config: Config) -> cascade.LoadedModel:
+    """``evaluation.cascade_base_workdir``'s latest checkpoint, checked to feed the stage."""
+    workdir = config.evaluation.cascade_base_workdir
+    base = cascade.load_model(workdir, "latest", f"evaluation.cascade_base_workdir ({workdir})")
+    if base.kind != StageKind.NONE:
+        raise EvalInputError(f"{base.name} is a {base.kind.value} stage; the cascade needs a base model "
+                             "(model.conditioning='none')")
+    m = config.model
+    f = m.conditioning_factor
+    frames, res = _shape(config)
+    want = (frames, res // f) if m.conditioning == StageKind.SPATIAL_SR else (frames // f, res)
+    if _shape(base.config) != want or base.config.model.in_channels != m.in_channels:
+        raise EvalInputError(f"{base.name} makes {base.frames} frames of {base.resolution}x"
+                             f"{base.resolution}, but this {m.conditioning.value} stage reads "
+                             f"{want[0]} frames of {want[1]}x{want[1]}")
+    return base
+
+
+def cascade_clips(base: cascade.LoadedModel, stage: Generator, stage_params: Any, captions: list[str],
+                  stage_cond: dict[str, np.ndarray], stage_mesh: Any, config: Config
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 base outputs and the stage's upsampled outputs for ``captions`` (each model with its
+    own text inputs and mesh; batches of ``evaluation.batch_size``, the last one padded)."""
+    e = config.evaluation
+    key = jax.random.fold_in(jax.random.PRNGKey(e.seed), 22_000)
+    base_gen = Generator(base.plan)
+    base_cond = prompts.encode_prompts(base.config, base.tokenizer, captions, base.mesh)
+    n, lows, highs = len(captions), [], []
+    for i, start in enumerate(range(0, n, e.batch_size)):
+        stop = min(n, start + e.batch_size)
+
+        def rows(d, start=start, stop=stop):
+            return {k: pad_rows(np.asarray(v[start:stop]), e.batch_size) for k, v in d.items()}
+
+        with jax.set_mesh(base.mesh):
+            low = np.asarray(jax.device_get(base_gen.text_to_video(base.params, rows(base_cond),
+                                                                   jax.random.fold_in(key, 2 * i))))
+        with jax.set_mesh(stage_mesh):
+            high = stage.super_resolve(stage_params, rows(stage_cond), low,
+                                       jax.random.fold_in(key, 2 * i + 1))
+        lows.append(to_uint8(low)[:stop - start])
+        highs.append(to_uint8(high)[:stop - start])
+    return np.concatenate(lows), np.concatenate(highs)
+
+
+def cascade_alignment(base_out: np.ndarray, final: np.ndarray, attributes: list[dict], config: Config
+                      ) -> dict[str, Any]:
+    """Text alignment of the base model's and the cascade's outputs on the same captions."""
+    n = min(len(final), config.evaluation.num_alignment_clips)
+    out: dict[str, Any] = {}
+    for prefix, clips in (("cascade_base_", base_out), ("cascade_", final)):
+        scores = score_alignment(list(clips[:n]), attributes[:n], max_objects=config.data.max_objects)
+        out.update({prefix + k: v for k, v in scores.items()})
+    return out

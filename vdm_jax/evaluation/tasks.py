@@ -51,7 +51,7 @@ class EvalData:
 def num_records_needed(config: Config) -> int:
     e = config.evaluation
     return max(e.num_fvd_clips if e.fvd else 0, e.num_alignment_clips, e.num_prediction_clips,
-               e.num_probe_clips)
+               e.num_probe_clips, e.num_image_to_video_clips, e.num_interpolation_clips)
 
 
 def load_eval_data(config: Config, tokenizer: Any, mesh: jax.sharding.Mesh | None = None,

@@ -19,7 +19,7 @@ from data_pipelines import pipeline
 from data_pipelines.stage_inputs import downsample
 from data_pipelines.video_io import make_grid, save_video, to_uint8, to_unit
 from vdm_jax.config import TextEncoderKind
-from vdm_jax.diffusion.augmentation import augmented_inputs
+from vdm_jax.diffusion.augmentation import sample_stage
 from vdm_jax.diffusion.samplers import sample
 from vdm_jax.models import prompts
 from vdm_jax.models.stage import is_stage, to_output_shape
@@ -50,10 +50,10 @@ class PeriodicSampler:
             sampler_cfg = c.sampling if text else dataclasses.replace(c.sampling, guidance_weight=0.0)
 
             def generate(params, cond, rng):
-                aug_rng, rng = jax.random.split(rng)
-                inputs = {**cond, **augmented_inputs(cond["low_res"], c.sampling.noise_aug_logsnr, aug_rng)}
-                return sample(plan.denoiser(params), shape=shape, rng=rng, schedule=self.program.schedule,
-                              diffusion_cfg=c.diffusion, sampler_cfg=sampler_cfg, cond=inputs)
+                text = {k: v for k, v in cond.items() if k != "low_res"}
+                return sample_stage(sample, plan.denoiser(params), c.model, sampler_cfg, cond["low_res"],
+                                    text, rng, shape=shape, schedule=self.program.schedule,
+                                    diffusion_cfg=c.diffusion)
 
             self._generate = jax.jit(generate)
             return

@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vdm_jax import hardware
 from vdm_jax.config import Config, TextEncoderKind
-from vdm_jax.diffusion.augmentation import augment, draw_aug_logsnr
+from vdm_jax.diffusion.augmentation import augment, draw_aug_logsnr, residual_base
 from vdm_jax.diffusion.losses import diffusion_loss, sample_logsnr
 from vdm_jax.diffusion.schedules import Schedule
 from vdm_jax.models.flops import forward_flops
@@ -250,7 +250,10 @@ def _model_loss(params: Any, batch: dict[str, jax.Array], draws: dict[str, jax.A
     denoiser = program.model.denoiser(params, frame_mask=batch.get("frame_mask"), train=train,
                                       dropout_rng=dropout_rng)
     inputs = model_inputs(batch, draws)
-    out = diffusion_loss(lambda z, lsnr: denoiser(z, lsnr, inputs, draws.get("drop_text")), batch["video"],
+    target = batch["video"]
+    if program.config.model.stage_residual:  # the clean conditioning video, resized, is subtracted
+        target = target - residual_base(program.config.model, batch["low_res"])
+    out = diffusion_loss(lambda z, lsnr: denoiser(z, lsnr, inputs, draws.get("drop_text")), target,
                          None, program.config.diffusion, program.schedule, logsnr=draws["logsnr"],
                          noise=draws["noise"])
     return out.loss, out
