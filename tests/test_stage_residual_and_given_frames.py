@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from vdm_jax.config import ConfigError, DiffusionConfig, ModelConfig, SamplerConfig, from_configdict
-from vdm_jax.diffusion.augmentation import residual_base, sample_stage
+from vdm_jax.diffusion.augmentation import sample_stage
 from vdm_jax.diffusion.schedules import Schedule
 from vdm_jax.evaluation import given_frame_tasks as gft
-from vdm_jax.models.stage import upsample_bilinear
+from vdm_jax.models.stage import residual_base, upsample_bilinear
 from vdm_jax.training.program import _model_loss
 
 SSR = dict(resolution=16, conditioning="spatial_sr", conditioning_factor=2)
@@ -52,8 +52,8 @@ def test_residual_stage_samples_add_the_clean_upsampled_input_back():
 
     for residual, want in ((True, upsample_bilinear(low, 2)), (False, jnp.zeros((2, 2, 16, 16, 3)))):
         cfg = ModelConfig(**SSR, stage_residual=residual)
-        out = sample_stage(fake_sample, None, cfg, SamplerConfig(noise_aug_logsnr=4.0), low, {},
-                           jax.random.PRNGKey(0), shape=(2, 2, 16, 16, 3))
+        out = sample_stage(fake_sample, None, SamplerConfig(noise_aug_logsnr=4.0), low, {},
+                           jax.random.PRNGKey(0), residual=residual_base(cfg, low), shape=(2, 2, 16, 16, 3))
         np.testing.assert_allclose(out, want, atol=1e-6)
         # the model still reads the noised input and its level, not the clean one
         assert float(jnp.abs(seen["low_res"] - low).mean()) > 0.05

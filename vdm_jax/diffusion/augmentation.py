@@ -7,7 +7,8 @@ moderate level makes it robust to the lower stage's artifacts without losing the
 
 ``sample_stage`` is the one sampling path of a stage (evaluation, the sample CLI's cascade and
 training's periodic samples): augment the conditioning video at the fixed level, sample, and for a
-residual stage (``model.stage_residual``) add the clean resized conditioning video back.
+residual stage (``model.stage_residual``) add the clean resized conditioning video back (the
+caller passes it, as the diffusion package knows no model shapes).
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vdm_jax.config import ModelConfig, SamplerConfig
+from vdm_jax.config import SamplerConfig
 from vdm_jax.diffusion.parameterization import q_sample
-from vdm_jax.models.stage import to_output_shape
 
 
 def draw_aug_logsnr(rng: jax.Array, batch: int, lo: float, hi: float) -> jax.Array:
@@ -42,20 +42,14 @@ def augmented_inputs(low_res: jax.Array, aug_logsnr: jax.Array | float, rng: jax
     return {"low_res": augment(low_res, level, noise), "aug_logsnr": level}
 
 
-def residual_base(cfg: ModelConfig, low_res: jax.Array) -> jax.Array | float:
-    """What a residual stage's diffusion variable is measured from: the clean conditioning video
-    resized to the output shape (``model.stage_residual``); 0 for any other model."""
-    if not cfg.stage_residual:
-        return 0.0
-    return to_output_shape(cfg, jnp.asarray(low_res, jnp.float32))
-
-
-def sample_stage(sample_fn, denoiser, cfg: ModelConfig, sampler_cfg: SamplerConfig, low_res: jax.Array,
-                 text: dict[str, jax.Array], rng: jax.Array, **sample_kwargs) -> jax.Array:
+def sample_stage(sample_fn, denoiser, sampler_cfg: SamplerConfig, low_res: jax.Array,
+                 text: dict[str, jax.Array], rng: jax.Array, *, residual: jax.Array | float = 0.0,
+                 **sample_kwargs) -> jax.Array:
     """A stage's output for the clean conditioning video ``low_res``: noised once to
     ``sampler_cfg.noise_aug_logsnr``, then ``sample_fn(denoiser, cond=..., rng=..., sampler_cfg=...,
-    **sample_kwargs)`` (``vdm_jax.diffusion.sample``) and, for a residual stage, the resized input added."""
+    **sample_kwargs)`` (``vdm_jax.diffusion.sample``) plus ``residual``: what a residual stage's
+    variable is measured from (``vdm_jax.models.stage.residual_base``; 0 for any other stage)."""
     aug_rng, rng = jax.random.split(rng)
     inputs = {**text, **augmented_inputs(low_res, sampler_cfg.noise_aug_logsnr, aug_rng)}
     out = sample_fn(denoiser, rng=rng, sampler_cfg=sampler_cfg, cond=inputs, **sample_kwargs)
-    return out + residual_base(cfg, low_res)
+    return out + residual

@@ -32,7 +32,7 @@ from vdm_jax.diffusion.augmentation import sample_stage
 from vdm_jax.diffusion.conditioning import FrameObservation, super_resolution_observation
 from vdm_jax.diffusion.schedules import Schedule
 from vdm_jax.models.plan import ModelPlan
-from vdm_jax.models.stage import is_stage, output_shape
+from vdm_jax.models.stage import is_stage, output_shape, residual_base
 
 
 class Generator:
@@ -185,8 +185,9 @@ class Generator:
 
         def build():
             def run(params, cond, low_res, rng):
-                return sample_stage(sample, self.plan.denoiser(params), m, sampler, low_res,
-                                    cond if text and cond else {}, rng, shape=shape,
+                return sample_stage(sample, self.plan.denoiser(params), sampler, low_res,
+                                    cond if text and cond else {}, rng,
+                                    residual=residual_base(m, low_res), shape=shape,
                                     schedule=self._schedule, diffusion_cfg=self.config.diffusion)
             return run
 

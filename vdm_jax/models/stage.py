@@ -67,6 +67,14 @@ def to_output_shape(cfg: ModelConfig, low_res: jax.Array) -> jax.Array:
     return repeat_frames(low_res, cfg.conditioning_factor)
 
 
+def residual_base(cfg: ModelConfig, low_res: jax.Array) -> jax.Array | float:
+    """What a residual stage's diffusion variable is measured from: the clean conditioning video
+    resized to the output shape (``model.stage_residual``); 0 for any other model."""
+    if not cfg.stage_residual:
+        return 0.0
+    return to_output_shape(cfg, jnp.asarray(low_res, jnp.float32))
+
+
 class StageConditioning(nnx.Module):
     """Resizes the conditioning video and embeds its augmentation level (see the module doc)."""
 

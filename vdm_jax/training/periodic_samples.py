@@ -22,7 +22,7 @@ from vdm_jax.config import TextEncoderKind
 from vdm_jax.diffusion.augmentation import sample_stage
 from vdm_jax.diffusion.samplers import sample
 from vdm_jax.models import prompts
-from vdm_jax.models.stage import is_stage, to_output_shape
+from vdm_jax.models.stage import is_stage, residual_base, to_output_shape
 from vdm_jax.training.data import TrainData
 from vdm_jax.training.program import TrainProgram
 
@@ -51,9 +51,9 @@ class PeriodicSampler:
 
             def generate(params, cond, rng):
                 text = {k: v for k, v in cond.items() if k != "low_res"}
-                return sample_stage(sample, plan.denoiser(params), c.model, sampler_cfg, cond["low_res"],
-                                    text, rng, shape=shape, schedule=self.program.schedule,
-                                    diffusion_cfg=c.diffusion)
+                return sample_stage(sample, plan.denoiser(params), sampler_cfg, cond["low_res"], text,
+                                    rng, residual=residual_base(c.model, cond["low_res"]), shape=shape,
+                                    schedule=self.program.schedule, diffusion_cfg=c.diffusion)
 
             self._generate = jax.jit(generate)
             return

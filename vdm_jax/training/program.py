@@ -33,12 +33,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vdm_jax import hardware
 from vdm_jax.config import Config, TextEncoderKind
-from vdm_jax.diffusion.augmentation import augment, draw_aug_logsnr, residual_base
+from vdm_jax.diffusion.augmentation import augment, draw_aug_logsnr
 from vdm_jax.diffusion.losses import diffusion_loss, sample_logsnr
 from vdm_jax.diffusion.schedules import Schedule
 from vdm_jax.models.flops import forward_flops
 from vdm_jax.models.plan import ModelPlan
-from vdm_jax.models.stage import is_stage, low_res_shape
+from vdm_jax.models.stage import is_stage, low_res_shape, residual_base
 from vdm_jax.sharding import logical
 from vdm_jax.training.optimizer import make_optimizer
 
