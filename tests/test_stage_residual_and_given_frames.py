@@ -10,8 +10,7 @@ import pytest
 
 from vdm_jax.config import ConfigError, DiffusionConfig, ModelConfig, SamplerConfig, from_configdict
 from vdm_jax.diffusion.augmentation import sample_stage
-from vdm_jax.diffusion.guidance import postprocess
-from vdm_jax.diffusion.schedules import Schedule, alpha_sigma
+from vdm_jax.diffusion.schedules import Schedule
 from vdm_jax.evaluation import given_frame_tasks as gft
 from vdm_jax.models.stage import residual_base, upsample_bilinear
 from vdm_jax.training.program import _model_loss
@@ -47,8 +46,8 @@ def test_residual_stage_samples_add_the_clean_upsampled_input_back():
     low = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (2, 2, 8, 8, 3)), jnp.float32)
     seen = {}
 
-    def fake_sample(denoiser, *, rng, sampler_cfg, cond, shape, x0_offset):
-        seen.update(cond, x0_offset=x0_offset)
+    def fake_sample(denoiser, *, rng, sampler_cfg, cond, shape):
+        seen.update(cond)
         return jnp.zeros(shape)
 
     for residual, want in ((True, upsample_bilinear(low, 2)), (False, jnp.zeros((2, 2, 16, 16, 3)))):
@@ -59,31 +58,7 @@ def test_residual_stage_samples_add_the_clean_upsampled_input_back():
         # the model still reads the noised input and its level, not the clean one
         assert float(jnp.abs(seen["low_res"] - low).mean()) > 0.05
         np.testing.assert_array_equal(seen["aug_logsnr"], [4.0, 4.0])
-        np.testing.assert_allclose(seen["x0_offset"], want, atol=1e-6)  # clipping in image space
     assert residual_base(ModelConfig(**SSR), low) == 0.0
-
-
-def test_x0_clipping_of_a_residual_variable_acts_on_the_image():
-    rng = np.random.default_rng(2)
-    base = jnp.asarray(rng.uniform(-1, 1, (2, 3, 4, 4, 3)), jnp.float32)
-    x0 = jnp.asarray(rng.uniform(-1.5, 1.5, base.shape), jnp.float32)  # residual: image - base
-    z = jnp.asarray(rng.normal(size=base.shape), jnp.float32)
-    logsnr = jnp.array([0.5, -1.0])
-    a, s = alpha_sigma(logsnr)
-    eps = (z - a[:, None, None, None, None] * x0) / s[:, None, None, None, None]
-    out = postprocess(x0, eps, z, logsnr, SamplerConfig(clip_x0=True), x0_offset=base)
-    image = np.asarray(out.x0 + base)
-    assert image.min() >= -1 - 1e-6 and image.max() <= 1 + 1e-6
-    inside = np.abs(np.asarray(x0 + base)) <= 1
-    assert 0.2 < inside.mean() < 0.9
-    np.testing.assert_allclose(np.asarray(out.x0)[inside], np.asarray(x0)[inside], atol=1e-6)
-    np.testing.assert_allclose(image[~inside], np.sign(np.asarray(x0 + base)[~inside]), atol=1e-6)
-    # eps stays consistent with z = alpha x0 + sigma eps
-    np.testing.assert_allclose(a[:, None, None, None, None] * out.x0 + s[:, None, None, None, None] * out.eps,
-                               z, atol=1e-5)
-    # without an offset the variable itself is clipped (a plain model's x0)
-    plain = postprocess(x0, eps, z, logsnr, SamplerConfig(clip_x0=True))
-    assert float(jnp.abs(plain.x0).max()) <= 1.0 and not np.allclose(plain.x0, out.x0)
 
 
 def test_stage_residual_needs_a_stage():

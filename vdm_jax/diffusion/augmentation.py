@@ -47,11 +47,9 @@ def sample_stage(sample_fn, denoiser, sampler_cfg: SamplerConfig, low_res: jax.A
                  **sample_kwargs) -> jax.Array:
     """A stage's output for the clean conditioning video ``low_res``: noised once to
     ``sampler_cfg.noise_aug_logsnr``, then ``sample_fn(denoiser, cond=..., rng=..., sampler_cfg=...,
-    x0_offset=residual, **sample_kwargs)`` (``vdm_jax.diffusion.sample``; x0 is clipped in image
-    space) plus ``residual``: what a residual stage's variable is measured from
-    (``vdm_jax.models.stage.residual_base``; 0 for any other stage)."""
+    **sample_kwargs)`` (``vdm_jax.diffusion.sample``) plus ``residual``: what a residual stage's
+    variable is measured from (``vdm_jax.models.stage.residual_base``; 0 for any other stage)."""
     aug_rng, rng = jax.random.split(rng)
     inputs = {**text, **augmented_inputs(low_res, sampler_cfg.noise_aug_logsnr, aug_rng)}
-    out = sample_fn(denoiser, rng=rng, sampler_cfg=sampler_cfg, cond=inputs, x0_offset=residual,
-                    **sample_kwargs)
+    out = sample_fn(denoiser, rng=rng, sampler_cfg=sampler_cfg, cond=inputs, **sample_kwargs)
     return out + residual

@@ -93,21 +93,15 @@ def dynamic_threshold(x0: jax.Array, percentile: float) -> jax.Array:
 
 
 def postprocess(x0: jax.Array, eps: jax.Array, z: jax.Array, logsnr: jax.Array,
-                sampler_cfg: SamplerConfig, x0_offset: jax.Array | float = 0.0) -> Denoised:
-    """Apply dynamic thresholding / clipping to x0 and make eps consistent with z = alpha x0 + sigma eps.
-
-    ``x0_offset``: what the diffusion variable is measured from (a residual cascade stage's upsampled
-    input; 0 otherwise): thresholding and clipping act on the image ``x0 + x0_offset``, whose range is
-    [-1, 1], not on the variable itself.
-    """
+                sampler_cfg: SamplerConfig) -> Denoised:
+    """Apply dynamic thresholding / clipping to x0 and make eps consistent with z = alpha x0 + sigma eps."""
     if sampler_cfg.dynamic_threshold <= 0.0 and not sampler_cfg.clip_x0:
         return Denoised(x0, eps)
-    new = x0 + x0_offset
+    new = x0
     if sampler_cfg.dynamic_threshold > 0.0:
         new = dynamic_threshold(new, sampler_cfg.dynamic_threshold)
     if sampler_cfg.clip_x0:
         new = jnp.clip(new, -1.0, 1.0)
-    new = new - x0_offset
     a, s = alpha_sigma(logsnr)
     eps = eps + bcast(a / s, z) * (x0 - new)  # exact when nothing was clipped
     return Denoised(new, eps)

@@ -134,15 +134,12 @@ def init_noise(rng: jax.Array, shape: tuple[int, ...], x_init: jax.Array | None)
 
 def sample(denoise_fn: SamplerDenoiseFn, *, shape: tuple[int, ...], rng: jax.Array, schedule: Schedule,
            diffusion_cfg: DiffusionConfig, sampler_cfg: SamplerConfig, cond: Any = None,
-           x_init: jax.Array | None = None, force_cfg: bool = False,
-           x0_offset: jax.Array | float = 0.0) -> jax.Array:
+           x_init: jax.Array | None = None, force_cfg: bool = False) -> jax.Array:
     """Draw x0 samples of `shape` with `denoise_fn(z, logsnr, cond, drop_cond) -> prediction`.
 
     `cond`: pytree with leading batch dim (None: unconditional; guidance is then ignored).
     `x_init`: the starting noise z at t = 1 (default N(0, I) from `rng`).
     `force_cfg`: use the batched 2B CFG forward even when guidance_weight == 0.
-    `x0_offset`: the variable is the image minus this (a residual stage's upsampled input), so x0
-    clipping / thresholding acts on ``x0 + x0_offset`` (see `postprocess`).
     Call under jax.jit (shape, configs and schedule are static) for one compiled program.
     """
     if len(shape) < 1 or shape[0] < 1:
@@ -153,6 +150,6 @@ def sample(denoise_fn: SamplerDenoiseFn, *, shape: tuple[int, ...], rng: jax.Arr
 
     def predict(z, lam, key):
         del key
-        return postprocess(*x0_eps(z, lam), z, lam, sampler_cfg, x0_offset)
+        return postprocess(*x0_eps(z, lam), z, lam, sampler_cfg)
 
     return run_sampler(predict, z_init=z_init, rng=loop_rng, schedule=schedule, sampler_cfg=sampler_cfg)
