@@ -14,6 +14,7 @@ the overall pass rate, and one JSON line (the last line of stdout); writes the c
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -28,7 +29,7 @@ _STEP = flags.DEFINE_string("step", "latest", "Checkpoint step: an integer or 'l
 _PER_DIRECTION = flags.DEFINE_integer("per_direction", 16, "Captions per direction.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the captions and of the sampler.")
 _MIN_PX = flags.DEFINE_float("min_px", 2.0, "Displacement (pixels) along the captioned direction to pass.")
-_OUT = flags.DEFINE_string("out", "motion_check.gif", "The generated clips, captioned.")
+_OUT = flags.DEFINE_string("out", "", "The generated clips, captioned (default: WORKDIR/motion_check.gif).")
 flags.mark_flags_as_required(["workdir"])
 
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
@@ -66,13 +67,18 @@ def displacement_along(clip: np.ndarray, direction: str) -> float:
     return float(np.dot(last - first, DIRECTIONS[direction]))
 
 
+def _out() -> str:
+    """Where the clips go: --out, or motion_check.gif inside the workdir (not the current directory)."""
+    return _OUT.value or os.path.join(_WORKDIR.value, "motion_check.gif")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     pairs = captions(_PER_DIRECTION.value, _SEED.value)
     try:
         result = run_sample(SampleRequest(workdir=_WORKDIR.value, prompts=tuple(c for _, c in pairs),
-                                          out=_OUT.value, step=_STEP.value, seed=_SEED.value))
+                                          out=_out(), step=_STEP.value, seed=_SEED.value))
     except EvalInputError as e:
         sys.exit(f"error: {e}")
     moved = np.array([displacement_along(clip, d) for clip, (d, _) in zip(result["videos"], pairs)])
@@ -86,7 +92,7 @@ def main(argv: list[str]) -> None:
                                       "median_px": median if np.isfinite(median) else None}
         print(f"moves {d:<5}  pass {passed[sl].mean():6.1%}  median displacement {median:+.2f} px")
     print(f"all {len(pairs)} clips: {passed.mean():.1%} moved >= {_MIN_PX.value:g} px the captioned way "
-          f"(step {result['step']}; clips in {_OUT.value})")
+          f"(step {result['step']}; clips in {_out()})")
     print(json.dumps(report))
 
 
