@@ -125,6 +125,7 @@ def test_stage_evaluation_scores_super_resolution_next_to_bilinear(stages, tmp_p
     assert (ssr / "eval" / "step_2" / "super_resolution.gif").exists()
 
 
+@pytest.mark.slow  # ~3 min: a second model trained, guided SR and a full cascade with FVD
 def test_stage_evaluation_with_the_guidance_baseline_and_the_full_cascade(stages, tmp_path_factory):
     base, ssr, data_dir = stages
     guide = tmp_path_factory.mktemp("guide") / "work"  # a single-resolution smoke model at 32x32

@@ -120,7 +120,10 @@ def _fraction_sharded(meta: dict, prefix: str, axis: str) -> float:
 # in temporal layers). jax/XLA 0.10.2 partitioned the ResBlock skip projection's weight gradient
 # wrongly here (~55% error, loss exact) until the model pinned that output to the spatial layout
 # (vdm_jax/models/unet.py:ResBlock); this case guards the workaround.
-@pytest.mark.parametrize("name", ["fsdp", "tensor", "context"])
+# fsdp and tensor also have model-level sharded = single-device tests (test_model_sharding.py); the
+# whole training loop under them is in the slow run (`bash scripts/test.sh --slow`).
+@pytest.mark.parametrize("name", [pytest.param("fsdp", marks=pytest.mark.slow),
+                                  pytest.param("tensor", marks=pytest.mark.slow), "context"])
 def test_mesh_trains_like_one_device(run, name):
     reference, workdir = run("single"), run(name)
     ref = {r["step"]: r for r in ts.metric_records(reference)}
