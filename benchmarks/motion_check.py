@@ -76,9 +76,10 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     pairs = captions(_PER_DIRECTION.value, _SEED.value)
+    out = _out()
     try:
         result = run_sample(SampleRequest(workdir=_WORKDIR.value, prompts=tuple(c for _, c in pairs),
-                                          out=_out(), step=_STEP.value, seed=_SEED.value))
+                                          out=out, step=_STEP.value, seed=_SEED.value))
     except EvalInputError as e:
         sys.exit(f"error: {e}")
     moved = np.array([displacement_along(clip, d) for clip, (d, _) in zip(result["videos"], pairs)])
@@ -92,7 +93,7 @@ def main(argv: list[str]) -> None:
                                       "median_px": median if np.isfinite(median) else None}
         print(f"moves {d:<5}  pass {passed[sl].mean():6.1%}  median displacement {median:+.2f} px")
     print(f"all {len(pairs)} clips: {passed.mean():.1%} moved >= {_MIN_PX.value:g} px the captioned way "
-          f"(step {result['step']}; clips in {_out()})")
+          f"(step {result['step']}; clips in {out})")
     print(json.dumps(report))
 
 

@@ -55,8 +55,9 @@ def get_config(arg: str | None = None):
     c.sampling.steps = 32
     c.sampling.guidance_weight = 1.0
 
-    # Batch 8 for 1600 steps rather than 16 for 800: twice the updates for ~15% more wall time on
-    # the 2-core CPU, and the direction words bind on both measured seeds (motion 67% / 69%, FVD
+    # Batch 8 for 1600 steps rather than 16 for 800: the same clips, twice the updates, about the
+    # same wall time on the 2-core CPU (15:25 vs 15:10 measured), and the direction words bind on
+    # both measured seeds (motion 67% / 69%, FVD
     # 167 / 146, against 61% / 52% and 217 / 213; BUILD_NOTES, "Smaller batch, more steps").
     # EMA 0.995 averages over the same number of clips as 0.99 did at batch 16. Evaluation and
     # samples only at the middle and the end keep the periodic work out of the 15-minute budget.
