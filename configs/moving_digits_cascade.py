@@ -29,6 +29,7 @@ def get_config(arg: str | None = None):
     c.model.layout_grid = 0
     c.diffusion.logsnr_shift = 0.0
     c.diffusion.train_mix_fraction = 0.0
+    c.diffusion.train_mix_shift = 0.0
     c.sampling.name = "ddim"
     c.sampling.grid_shift = 0.0
     c.model.noise_aug_logsnr_min = 3.0
