@@ -36,6 +36,9 @@ def get_config(arg: str | None = None):
     c.model.noise_aug_logsnr_max = 12.0
     c.sampling.noise_aug_logsnr = 6.0
     c.sampling.guidance_weight = 1.0
+    # The full cascade's text alignment (evaluation.cascade_base_workdir) on 64 captions: every clip
+    # runs through both stages.
+    c.evaluation.num_alignment_clips = 4 if a.smoke else 64
     if a.tsr:
         # 8 frames of 16x16 given every other frame (the 4-frame base: configs/moving_digits.py
         # with --config.data.num_frames=4).

@@ -32,13 +32,25 @@ def test_sections_convert_and_validate_at_construction():
 
 @pytest.mark.parametrize("module,arg", [(moving_digits, None), (moving_digits, "smoke"),
                                         (moving_digits, "steps=7,batch=4"), (vdm_ucf101, None),
-                                        (vdm_t2v_small, "images=4")])
+                                        (vdm_t2v_small, "images=4"), (vdm_t2v_small, "motion")])
 def test_shipped_configs_validate(module, arg):
     cfg = C.from_configdict(module.get_config(arg))
     assert isinstance(cfg.model.attention_backend, C.AttentionBackend)
     assert isinstance(cfg.model.channel_mults, tuple)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.model.base_channels = 1  # type: ignore[misc]
+
+
+def test_t2v_motion_variant_carries_the_quickstart_motion_recipe():
+    md = C.from_configdict(moving_digits.get_config(None))
+    plain = C.from_configdict(vdm_t2v_small.get_config(None))
+    motion = C.from_configdict(vdm_t2v_small.get_config("motion"))
+    assert not plain.model.word_conditioning and plain.diffusion.logsnr_shift == 0.0
+    for section, field in [("model", "word_conditioning"), ("model", "frame_conditioning"),
+                           ("diffusion", "logsnr_shift"), ("diffusion", "train_mix_fraction"),
+                           ("diffusion", "train_mix_shift"), ("sampling", "grid_shift")]:
+        assert getattr(getattr(motion, section), field) == getattr(getattr(md, section), field), field
+    assert motion.model.base_channels == plain.model.base_channels  # the paper's network otherwise
 
 
 def test_config_args_are_typed():
