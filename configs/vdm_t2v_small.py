@@ -56,10 +56,5 @@ def get_config(arg: str | None = None):
     c.training.sample_every = 10000
     c.evaluation.num_fvd_clips = 2048
     if a.motion:
-        c.model.word_conditioning = True
-        c.model.frame_conditioning = True
-        c.diffusion.logsnr_shift = -3.0
-        c.diffusion.train_mix_fraction = 0.25
-        c.diffusion.train_mix_shift = 3.0
-        c.sampling.grid_shift = 3.0
+        common.apply_motion_recipe(c)
     return c
