@@ -121,6 +121,8 @@ def test_stage_evaluation_scores_super_resolution_next_to_bilinear(stages, tmp_p
         assert isinstance(metrics[key], float), key
     assert metrics["sr_protocol"]["stage"] == "spatial_sr" and metrics["sr_protocol"]["num_clips"] == 2
     assert 10 < metrics["sr_bilinear_psnr"] < 60  # the baseline is scored against the real clips
+    # projecting onto a convex set that holds the real clip never moves away from it
+    assert metrics["sr_bilinear_consistent_psnr"] > metrics["sr_bilinear_psnr"]
     assert "sr_psnr" in (ssr / "eval" / "summary.md").read_text()
     assert (ssr / "eval" / "step_2" / "super_resolution.gif").exists()
 

@@ -388,6 +388,10 @@ class SamplerConfig(_Section):
     # so a grid shifted away from the training schedule's is still on-distribution; 0 = the grid of
     # the training schedule.
     grid_shift: float = 0.0
+    # Cascade stages: project every denoised estimate onto the videos consistent with the (clean)
+    # conditioning video: a spatial stage's output then area-downsamples exactly to its input, a
+    # temporal stage keeps the given frames (DDNM's range-null-space step). Off: the stage is free.
+    stage_consistency: bool = False
 
     def validate(self, f: str) -> None:
         if self.steps < 1:

@@ -8,7 +8,9 @@ moderate level makes it robust to the lower stage's artifacts without losing the
 ``sample_stage`` is the one sampling path of a stage (evaluation, the sample CLI's cascade and
 training's periodic samples): augment the conditioning video at the fixed level, sample, and for a
 residual stage (``model.stage_residual``) add the clean resized conditioning video back (the
-caller passes it, as the diffusion package knows no model shapes).
+caller passes it, as the diffusion package knows no model shapes). With
+``sampling.stage_consistency`` every denoised estimate is projected onto the videos whose
+measurement (the caller's ``observation`` of the clean conditioning video) equals that video.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from vdm_jax.config import SamplerConfig
+from vdm_jax.diffusion.conditioning import Observation
 from vdm_jax.diffusion.parameterization import q_sample
 
 
@@ -44,12 +47,19 @@ def augmented_inputs(low_res: jax.Array, aug_logsnr: jax.Array | float, rng: jax
 
 def sample_stage(sample_fn, denoiser, sampler_cfg: SamplerConfig, low_res: jax.Array,
                  text: dict[str, jax.Array], rng: jax.Array, *, residual: jax.Array | float = 0.0,
-                 **sample_kwargs) -> jax.Array:
+                 observation: Observation | None = None, **sample_kwargs) -> jax.Array:
     """A stage's output for the clean conditioning video ``low_res``: noised once to
     ``sampler_cfg.noise_aug_logsnr``, then ``sample_fn(denoiser, cond=..., rng=..., sampler_cfg=...,
     **sample_kwargs)`` (``vdm_jax.diffusion.sample``) plus ``residual``: what a residual stage's
-    variable is measured from (``vdm_jax.models.stage.residual_base``; 0 for any other stage)."""
+    variable is measured from (``vdm_jax.models.stage.residual_base``; 0 for any other stage).
+    ``observation``: how the output measures to ``low_res`` (``vdm_jax.models.stage.observation``),
+    used when ``sampler_cfg.stage_consistency`` (required then)."""
     aug_rng, rng = jax.random.split(rng)
     inputs = {**text, **augmented_inputs(low_res, sampler_cfg.noise_aug_logsnr, aug_rng)}
+    if sampler_cfg.stage_consistency:
+        if observation is None:
+            raise ValueError("sampling.stage_consistency needs the stage's observation of its input")
+        bounds = (-1.0, 1.0) if sampler_cfg.clip_x0 else None  # the video's range, not the residual's
+        sample_kwargs["project_x0"] = lambda x: observation.project(x + residual, bounds) - residual
     out = sample_fn(denoiser, rng=rng, sampler_cfg=sampler_cfg, cond=inputs, **sample_kwargs)
     return out + residual

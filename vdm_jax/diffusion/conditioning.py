@@ -3,6 +3,9 @@
 An observation is a linear measurement y = A(x) of the clean video x (B, T, H, W, C):
   FrameObservation:      A(x) = x[:, frames]         (prediction, interpolation, extension);
   DownsampleObservation: A(x) = bilinear downsample  (spatial super-resolution).
+``Observation.project(x)`` is the nearest x' with A(x') = y (the given frames pasted in; for area
+downsampling each block's mean corrected): a cascade stage's sampler can apply it to every denoised
+estimate (``sampling.stage_consistency``; range-null-space decomposition, Wang et al. 2023, DDNM).
 Methods, chosen by `method` (default sampler_cfg.conditioning_method):
   replacement:     before every model call, A(z_t) is replaced by an exact sample of q(A z_t | y),
                    y_t = alpha_t y + sigma_t A(noise)  (frames: z^a <- alpha_t x^a + sigma_t eps).
@@ -23,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vdm_jax.config import DiffusionConfig, SamplerConfig
+from vdm_jax.config import DiffusionConfig, SamplerConfig, StageKind
 from vdm_jax.diffusion.guidance import Denoised, SamplerDenoiseFn, make_x0_eps_fn, postprocess
 from vdm_jax.diffusion.parameterization import bcast
 from vdm_jax.diffusion.samplers import init_noise, run_sampler, sample
@@ -61,6 +64,13 @@ class FrameObservation:
     def finalize(self, x: jax.Array) -> jax.Array:
         return self.inject(x, self.y)
 
+    def project(self, x: jax.Array, bounds: tuple[float, float] | None = None) -> jax.Array:
+        """The nearest video to ``x`` with A(x) = y (and, with ``bounds``, every pixel inside them;
+        y is assumed inside): the given frames set, the others clipped."""
+        if bounds is not None:
+            x = jnp.clip(x, *bounds)
+        return self.inject(x, self.y)
+
 
 @dataclasses.dataclass(frozen=True)
 class DownsampleObservation:
@@ -94,6 +104,46 @@ class DownsampleObservation:
 
     def finalize(self, x: jax.Array) -> jax.Array:
         return x
+
+    def project(self, x: jax.Array, bounds: tuple[float, float] | None = None,
+                iterations: int = 30) -> jax.Array:
+        """The nearest video to ``x`` (least squares) with A(x) = y, for the area kernel. Without
+        ``bounds``: the pseudo-inverse of a block mean is block replication, so x - A^+(A(x) - y)
+        shifts each f x f block to the given mean and keeps what varies inside it. With
+        ``bounds = (lo, hi)`` (y inside them), also every pixel in [lo, hi]: per block
+        x_i = clip(x_i + tau, lo, hi) with the one tau that gives the block the given mean (the
+        projection's KKT conditions), found by ``iterations`` bisection steps (the mean is
+        monotone in tau). A black block (y = lo) then comes out exactly black."""
+        if self.kernel != "area":
+            raise ValueError(f"projection onto a {self.kernel!r} downsampling has no closed form; "
+                             "use kernel='area'")
+        y = self.y.astype(x.dtype)
+        up = lambda a: jnp.repeat(jnp.repeat(a, self.factor, axis=2), self.factor, axis=3)  # noqa: E731
+        if bounds is None:
+            return x - up(self.measure(x) - y)
+        lo, hi = bounds
+        y = jnp.clip(y, lo, hi)
+        b, t, h, w, c = x.shape
+        f = self.factor
+        blocks = x.reshape(b, t, h // f, f, w // f, f, c)
+        t_lo = lo - blocks.max(axis=(3, 5))  # every pixel at lo: mean <= y
+        t_hi = hi - blocks.min(axis=(3, 5))  # every pixel at hi: mean >= y
+
+        def mean_at(tau):
+            return jnp.clip(blocks + tau[:, :, :, None, :, None], lo, hi).mean(axis=(3, 5))
+
+        def bisect(_, interval):
+            a, z = interval
+            mid = 0.5 * (a + z)
+            above = mean_at(mid) > y
+            return jnp.where(above, a, mid), jnp.where(above, mid, z)
+
+        a, z = jax.lax.fori_loop(0, iterations, bisect, (t_lo, t_hi))
+        tau = 0.5 * (a + z)
+        out = jnp.clip(blocks + tau[:, :, :, None, :, None], lo, hi)
+        # the bisection's last residual (< 2^-iterations of the interval) removed where the bounds allow
+        out = out.reshape(x.shape)
+        return jnp.clip(out - up(self.measure(out) - y), lo, hi)
 
 
 Observation = FrameObservation | DownsampleObservation
@@ -170,6 +220,19 @@ def super_resolution_observation(low_res: jax.Array, factor: int, kernel: str = 
     if kernel not in ("bilinear", "area"):
         raise ValueError(f"downsampling kernel {kernel!r} unknown; allowed: ['bilinear', 'area']")
     return DownsampleObservation(low_res, factor, kernel)
+
+
+def stage_observation(kind: StageKind | str, factor: int, low_res: jax.Array) -> Observation:
+    """How a cascade stage's output measures to its (clean) conditioning video ``low_res``, exactly
+    as the data pipeline makes that video (``data_pipelines.stage_inputs``): the mean of each
+    f x f block (``spatial_sr``) or frames 0, f, 2f, ... (``temporal_sr``)."""
+    low_res = jnp.asarray(low_res, jnp.float32)
+    kind = StageKind(kind)
+    if kind == StageKind.SPATIAL_SR:
+        return DownsampleObservation(low_res, factor, kernel="area")
+    if kind == StageKind.TEMPORAL_SR:
+        return FrameObservation(low_res, tuple(range(0, low_res.shape[1] * factor, factor)))
+    raise ValueError("model.conditioning='none': a base model has no conditioning video")
 
 
 def strided_observation(frames: jax.Array, num_frames: int, stride: int) -> FrameObservation:

@@ -92,6 +92,12 @@ def dynamic_threshold(x0: jax.Array, percentile: float) -> jax.Array:
     return jnp.clip(x0, -s, s) / s
 
 
+def replace_x0(d: Denoised, new_x0: jax.Array, z: jax.Array, logsnr: jax.Array) -> Denoised:
+    """``d`` with its x0 replaced and eps made consistent with z = alpha x0 + sigma eps."""
+    a, s = alpha_sigma(logsnr)
+    return Denoised(new_x0, d.eps + bcast(a / s, z) * (d.x0 - new_x0))
+
+
 def postprocess(x0: jax.Array, eps: jax.Array, z: jax.Array, logsnr: jax.Array,
                 sampler_cfg: SamplerConfig) -> Denoised:
     """Apply dynamic thresholding / clipping to x0 and make eps consistent with z = alpha x0 + sigma eps."""

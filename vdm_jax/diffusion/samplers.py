@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from vdm_jax.config import DiffusionConfig, SamplerConfig, SamplerKind
-from vdm_jax.diffusion.guidance import Denoised, SamplerDenoiseFn, make_x0_eps_fn, postprocess
+from vdm_jax.diffusion.guidance import Denoised, SamplerDenoiseFn, make_x0_eps_fn, postprocess, replace_x0
 from vdm_jax.diffusion.schedules import Schedule, alpha_sigma
 
 Predictor = Callable[[jax.Array, jax.Array, jax.Array], Denoised]  # (z, logsnr (B,), key) -> Denoised
@@ -134,12 +134,15 @@ def init_noise(rng: jax.Array, shape: tuple[int, ...], x_init: jax.Array | None)
 
 def sample(denoise_fn: SamplerDenoiseFn, *, shape: tuple[int, ...], rng: jax.Array, schedule: Schedule,
            diffusion_cfg: DiffusionConfig, sampler_cfg: SamplerConfig, cond: Any = None,
-           x_init: jax.Array | None = None, force_cfg: bool = False) -> jax.Array:
+           x_init: jax.Array | None = None, force_cfg: bool = False,
+           project_x0: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
     """Draw x0 samples of `shape` with `denoise_fn(z, logsnr, cond, drop_cond) -> prediction`.
 
     `cond`: pytree with leading batch dim (None: unconditional; guidance is then ignored).
     `x_init`: the starting noise z at t = 1 (default N(0, I) from `rng`).
     `force_cfg`: use the batched 2B CFG forward even when guidance_weight == 0.
+    `project_x0`: applied to every denoised estimate after clipping (eps kept consistent with z),
+    e.g. the projection onto the videos consistent with a cascade stage's input.
     Call under jax.jit (shape, configs and schedule are static) for one compiled program.
     """
     if len(shape) < 1 or shape[0] < 1:
@@ -150,6 +153,7 @@ def sample(denoise_fn: SamplerDenoiseFn, *, shape: tuple[int, ...], rng: jax.Arr
 
     def predict(z, lam, key):
         del key
-        return postprocess(*x0_eps(z, lam), z, lam, sampler_cfg)
+        d = postprocess(*x0_eps(z, lam), z, lam, sampler_cfg)
+        return d if project_x0 is None else replace_x0(d, project_x0(d.x0), z, lam)
 
     return run_sampler(predict, z_init=z_init, rng=loop_rng, schedule=schedule, sampler_cfg=sampler_cfg)

@@ -29,7 +29,7 @@ from data_pipelines.video_io import to_uint8
 from vdm_jax.config import SamplerConfig, TextEncoderKind
 from vdm_jax.diffusion import conditional_sample, extend_video, prediction_observation, sample
 from vdm_jax.diffusion.augmentation import sample_stage
-from vdm_jax.diffusion.conditioning import FrameObservation, super_resolution_observation
+from vdm_jax.diffusion.conditioning import FrameObservation, stage_observation, super_resolution_observation
 from vdm_jax.diffusion.schedules import Schedule
 from vdm_jax.models.plan import ModelPlan
 from vdm_jax.models.stage import is_stage, output_shape, residual_base
@@ -188,6 +188,8 @@ class Generator:
                 return sample_stage(sample, self.plan.denoiser(params), sampler, low_res,
                                     cond if text and cond else {}, rng,
                                     residual=residual_base(m, low_res), shape=shape,
+                                    observation=stage_observation(m.conditioning, m.conditioning_factor,
+                                                                  low_res),
                                     schedule=self._schedule, diffusion_cfg=self.config.diffusion)
             return run
 

@@ -291,6 +291,7 @@ class _Timer:
 
 HEADLINE = ("eval_loss", "fvd", "align_color_acc", "align_motion_acc", "pred_psnr", "pred_ssim", "pred_lpips",
             "sr_psnr", "sr_ssim", "sr_lpips", "sr_bilinear_ssim", "sr_bilinear_lpips",
+            "sr_bilinear_consistent_ssim",
             "sample_clips_per_sec", "i3d_clips_per_sec")
 
 

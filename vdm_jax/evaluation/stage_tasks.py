@@ -4,8 +4,10 @@ The ground truth is the eval split's first clips at the stage's output shape; th
 them downsampled exactly as in training (``data_pipelines.stage_inputs``: area in space, every
 f-th frame in time) and its samples are scored with PSNR / SSIM / LPIPS next to model-free
 baselines on the same clips: bilinear upsampling (spatial_sr; the same resize the stage's input
-uses), frame repetition and linear blending of the given frames (temporal_sr). A temporal stage
-is scored on the frames it generated (the given frames excluded), a spatial stage on every frame.
+uses) and that upsampling projected onto the videos consistent with the input (the step
+``sampling.stage_consistency`` applies to the stage's samples); frame repetition and linear
+blending of the given frames (temporal_sr). A temporal stage is scored on the frames it generated
+(the given frames excluded), a spatial stage on every frame.
 
 Two optional references, each loaded from its own workdir (saved config, tokenizer, EMA params):
   ``evaluation.sr_guidance_workdir``  a single-resolution model at the stage's output shape, made to
@@ -29,6 +31,7 @@ import numpy as np
 from data_pipelines.stage_inputs import downsample
 from data_pipelines.video_io import to_uint8, to_unit
 from vdm_jax.config import Config, StageKind
+from vdm_jax.diffusion.conditioning import stage_observation
 from vdm_jax.evaluation import cascade
 from vdm_jax.evaluation.alignment import score_alignment
 from vdm_jax.evaluation.generation import Generator, generate_in_batches, pad_rows
@@ -65,7 +68,11 @@ def baselines(real: np.ndarray, config: Config) -> dict[str, np.ndarray]:
     m, low = config.model, low_res_of(real, config)
     f = m.conditioning_factor
     if m.conditioning == StageKind.SPATIAL_SR:
-        return {"bilinear": to_uint8(upsample_bilinear(low, f))}
+        up = upsample_bilinear(low, f)
+        # the same upsampling made consistent with its input, as sampling.stage_consistency does
+        # for the stage: the nearest video in [-1, 1] whose blocks have the input's means
+        consistent = stage_observation(m.conditioning, f, low).project(up, (-1.0, 1.0))
+        return {"bilinear": to_uint8(up), "bilinear_consistent": to_uint8(consistent)}
     repeat = np.repeat(low, f, axis=1)
     nxt = np.concatenate([low[:, 1:], low[:, -1:]], axis=1)  # the next given frame (the last held)
     w = (np.arange(f, dtype=np.float32) / f)[None, None, :, None, None, None]

@@ -20,6 +20,7 @@ from data_pipelines.stage_inputs import downsample
 from data_pipelines.video_io import make_grid, save_video, to_uint8, to_unit
 from vdm_jax.config import TextEncoderKind
 from vdm_jax.diffusion.augmentation import sample_stage
+from vdm_jax.diffusion.conditioning import stage_observation
 from vdm_jax.diffusion.samplers import sample
 from vdm_jax.models import prompts
 from vdm_jax.models.stage import is_stage, residual_base, to_output_shape
@@ -51,8 +52,10 @@ class PeriodicSampler:
 
             def generate(params, cond, rng):
                 text = {k: v for k, v in cond.items() if k != "low_res"}
-                return sample_stage(sample, plan.denoiser(params), sampler_cfg, cond["low_res"], text,
-                                    rng, residual=residual_base(c.model, cond["low_res"]), shape=shape,
+                low, m = cond["low_res"], c.model
+                return sample_stage(sample, plan.denoiser(params), sampler_cfg, low, text,
+                                    rng, residual=residual_base(m, low), shape=shape,
+                                    observation=stage_observation(m.conditioning, m.conditioning_factor, low),
                                     schedule=self.program.schedule, diffusion_cfg=c.diffusion)
 
             self._generate = jax.jit(generate)
