@@ -52,7 +52,7 @@ def sample_stage(sample_fn, denoiser, sampler_cfg: SamplerConfig, low_res: jax.A
     ``sampler_cfg.noise_aug_logsnr``, then ``sample_fn(denoiser, cond=..., rng=..., sampler_cfg=...,
     **sample_kwargs)`` (``vdm_jax.diffusion.sample``) plus ``residual``: what a residual stage's
     variable is measured from (``vdm_jax.models.stage.residual_base``; 0 for any other stage).
-    ``observation``: how the output measures to ``low_res`` (``vdm_jax.models.stage.observation``),
+    ``observation``: how the output measures to ``low_res`` (``conditioning.stage_observation``),
     used when ``sampler_cfg.stage_consistency`` (required then)."""
     aug_rng, rng = jax.random.split(rng)
     inputs = {**text, **augmented_inputs(low_res, sampler_cfg.noise_aug_logsnr, aug_rng)}
