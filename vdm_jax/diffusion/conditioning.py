@@ -89,11 +89,17 @@ class DownsampleObservation:
             raise ValueError(f"low-resolution video has shape {tuple(self.y.shape)}; for video shape "
                              f"{tuple(shape)} and factor {self.factor} it must be (B, T, H/f, W/f, C)")
 
-    def measure(self, x: jax.Array) -> jax.Array:
+    def _blocks(self, x: jax.Array) -> jax.Array:
+        """(B, T, H, W, C) -> (B, T, H/f, f, W/f, f, C): the f x f blocks of the area kernel."""
         b, t, h, w, c = x.shape
         f = self.factor
+        return x.reshape(b, t, h // f, f, w // f, f, c)
+
+    def measure(self, x: jax.Array) -> jax.Array:
         if self.kernel == "area":
-            return x.reshape(b, t, h // f, f, w // f, f, c).mean(axis=(3, 5))
+            return self._blocks(x).mean(axis=(3, 5))
+        b, t, h, w, c = x.shape
+        f = self.factor
         return jax.image.resize(x, (b, t, h // f, w // f, c), "bilinear", antialias=True)
 
     def inject(self, z: jax.Array, y_t: jax.Array) -> jax.Array:
@@ -118,32 +124,26 @@ class DownsampleObservation:
             raise ValueError(f"projection onto a {self.kernel!r} downsampling has no closed form; "
                              "use kernel='area'")
         y = self.y.astype(x.dtype)
-        up = lambda a: jnp.repeat(jnp.repeat(a, self.factor, axis=2), self.factor, axis=3)  # noqa: E731
         if bounds is None:
-            return x - up(self.measure(x) - y)
+            f = self.factor
+            return x - jnp.repeat(jnp.repeat(self.measure(x) - y, f, axis=2), f, axis=3)
         lo, hi = bounds
         y = jnp.clip(y, lo, hi)
-        b, t, h, w, c = x.shape
-        f = self.factor
-        blocks = x.reshape(b, t, h // f, f, w // f, f, c)
+        blocks = self._blocks(x)
         t_lo = lo - blocks.max(axis=(3, 5))  # every pixel at lo: mean <= y
         t_hi = hi - blocks.min(axis=(3, 5))  # every pixel at hi: mean >= y
 
-        def mean_at(tau):
-            return jnp.clip(blocks + tau[:, :, :, None, :, None], lo, hi).mean(axis=(3, 5))
+        def shifted(tau):
+            return jnp.clip(blocks + tau[:, :, :, None, :, None], lo, hi)
 
         def bisect(_, interval):
             a, z = interval
             mid = 0.5 * (a + z)
-            above = mean_at(mid) > y
+            above = shifted(mid).mean(axis=(3, 5)) > y
             return jnp.where(above, a, mid), jnp.where(above, mid, z)
 
         a, z = jax.lax.fori_loop(0, iterations, bisect, (t_lo, t_hi))
-        tau = 0.5 * (a + z)
-        out = jnp.clip(blocks + tau[:, :, :, None, :, None], lo, hi)
-        # the bisection's last residual (< 2^-iterations of the interval) removed where the bounds allow
-        out = out.reshape(x.shape)
-        return jnp.clip(out - up(self.measure(out) - y), lo, hi)
+        return shifted(0.5 * (a + z)).reshape(x.shape)
 
 
 Observation = FrameObservation | DownsampleObservation
